@@ -1,0 +1,341 @@
+"""Run configuration: pydantic models, layered defaults, ``--set`` overrides, one error for all problems.
+
+A config is assembled in layers, each overriding the one before::
+
+    library defaults  <  benchmark defaults  <  config file (TOML/JSON)  <  --set key=value  <  CLI flags
+
+and validated as a whole: unknown keys, bad values, unknown names (with suggestions) and
+invalid strategy/model parameters are all reported together in one :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from perennial.errors import ConfigError
+from perennial.models import MODELS
+from perennial.strategies import make_strategy
+from perennial.strategies.registry import pydantic_problems
+from perennial.streams import BENCHMARKS
+from perennial.train import TrainSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class BenchmarkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="split-mnist", description="a registered benchmark (perennial list benchmarks)")
+    scenario: str | None = Field(default=None, description="class, task or domain (default: the benchmark's)")
+    classes_per_exp: int | list[int] | None = Field(
+        default=None, description="classes per experience, or a list of sizes (e.g. [5,1,1,1,1,1])"
+    )
+    class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
+    n_experiences: int | None = Field(default=None, ge=1)
+
+
+class ModelConfig(BaseModel):
+    """``name`` plus the model's own parameters (e.g. ``hidden`` for mlp)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mlp"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class StrategyConfig(BaseModel):
+    """``name`` (``"replay"`` or ``"replay+ewc"``) plus the strategy's parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "naive"
+
+    def params(self) -> dict[str, Any]:
+        return flatten(dict(self.model_extra or {}))
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = Field(default=0, ge=0)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+TOP_KEYS = tuple(RunConfig.model_fields)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values: JSON when it parses (numbers, lists, true/false/null), else a string."""
+    low = text.strip()
+    if low in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[low]
+    try:
+        return json.loads(low)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``["train.lr=0.01", "strategy.buffer_size=200"]`` -> nested dict, plus problems."""
+    out: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or any(not p for p in key.split(".")):
+            problems.append(("--set", f"{item!r} is not KEY=VALUE (e.g. strategy.buffer_size=500)"))
+            continue
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                problems.append(("--set", f"{key!r} conflicts with an earlier --set of {p!r}"))
+                break
+            node = nxt
+        else:
+            node[parts[-1]] = parse_value(value)
+    return out, problems
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([("--config", f"file {str(p)!r} does not exist")])
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
+        raise ConfigError([("--config", f"{p} is not valid {kind}: {e}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("--config", f"{p} must hold a table/object at the top level")])
+    return data
+
+
+def build_config(
+    file: str | Path | dict[str, Any] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    **flags: Any,
+) -> RunConfig:
+    """Assemble and validate a run config from its layers (see module docstring).
+
+    ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
+    ``seed`` (None = not given).
+    """
+    problems: list[tuple[str, str]] = []
+    layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
+    if isinstance(overrides, Mapping):
+        layer_set: dict[str, Any] = dict(overrides)
+    else:
+        layer_set, bad = parse_overrides(overrides)
+        problems += bad
+    layer_flags: dict[str, Any] = {}
+    if flags.get("benchmark") is not None:
+        layer_flags.setdefault("benchmark", {})["name"] = flags["benchmark"]
+    if flags.get("scenario") is not None:
+        layer_flags.setdefault("benchmark", {})["scenario"] = flags["scenario"]
+    if flags.get("strategy") is not None:
+        layer_flags.setdefault("strategy", {})["name"] = flags["strategy"]
+    if flags.get("seed") is not None:
+        layer_flags["seed"] = flags["seed"]
+
+    for layer in (layer_file, layer_set):
+        for k, v in layer.items():
+            if k not in TOP_KEYS:
+                import difflib
+
+                close = difflib.get_close_matches(k, TOP_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append((k, f"unknown key; {hint}allowed: {', '.join(TOP_KEYS)}"))
+            elif k in ("benchmark", "model", "strategy", "train") and not isinstance(v, Mapping):
+                if k in ("benchmark", "strategy") and isinstance(v, str):
+                    layer[k] = {"name": v}  # "strategy = 'replay'" shorthand
+                else:
+                    problems.append((k, f"must be a table of settings, got {v!r}"))
+    layer_file = {k: v for k, v in layer_file.items() if k in TOP_KEYS}
+    layer_set = {k: v for k, v in layer_set.items() if k in TOP_KEYS}
+
+    merged: dict[str, Any] = {}
+    for layer in (layer_file, layer_set, layer_flags):
+        merged = deep_merge(merged, layer)
+    bench_name = (
+        merged.get("benchmark", {}).get("name", BenchmarkConfig().name)
+        if isinstance(merged.get("benchmark"), Mapping)
+        else None
+    )
+    if isinstance(bench_name, str) and bench_name in BENCHMARKS:
+        base = copy.deepcopy(BENCHMARKS.get(bench_name).defaults)
+        # a model chosen by name elsewhere does not inherit the benchmark's model parameters
+        chosen_model = merged.get("model", {}).get("name") if isinstance(merged.get("model"), Mapping) else None
+        if chosen_model and chosen_model != base.get("model", {}).get("name"):
+            base.pop("model", None)
+        merged = deep_merge(base, merged)
+
+    # Validate section by section so that every problem is reported, not just the first section's.
+    sections: dict[str, BaseModel] = {}
+    for key, cls in SECTIONS.items():
+        raw = merged.get(key, {})
+        try:
+            sections[key] = cls.model_validate(raw)
+        except ValidationError as e:
+            problems += pydantic_problems(e, key, cls)
+    try:
+        seed = RunConfig.model_validate({"seed": merged.get("seed", 0)}).seed
+    except ValidationError as e:
+        problems += pydantic_problems(e, "")
+        seed = 0
+    problems += semantic_problems(sections, merged, {f for f, _ in problems})
+    if problems:
+        raise ConfigError(problems)
+    return RunConfig(seed=seed, **sections)  # type: ignore[arg-type]
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "benchmark": BenchmarkConfig,
+    "model": ModelConfig,
+    "strategy": StrategyConfig,
+    "train": TrainSettings,
+}
+
+
+def semantic_problems(
+    sections: Mapping[str, BaseModel], raw: Mapping[str, Any], already: set[str]
+) -> list[tuple[str, str]]:
+    """Checks across fields and against the registries (names, parameters, scenarios).
+
+    Sections that failed validation are missing from ``sections`` and skipped; ``already``
+    holds fields with a problem reported, so none is reported twice.
+    """
+    problems: list[tuple[str, str]] = []
+    b = sections.get("benchmark")
+    scenario: str | None = None
+    if isinstance(b, BenchmarkConfig):
+        if b.name not in BENCHMARKS:
+            try:
+                BENCHMARKS.get(b.name, field="benchmark.name")
+            except ConfigError as e:
+                problems += e.problems
+        else:
+            bench = BENCHMARKS.get(b.name)
+            scenario = b.scenario or bench.default_scenario
+            if b.scenario is not None and b.scenario not in bench.scenarios:
+                problems.append(
+                    ("benchmark.scenario", f"{b.name} supports {', '.join(bench.scenarios)}; got {b.scenario!r}")
+                )
+                scenario = None
+    m = sections.get("model")
+    if isinstance(m, ModelConfig):
+        if m.name not in MODELS:
+            try:
+                MODELS.get(m.name, field="model.name")
+            except ConfigError as e:
+                problems += e.problems
+        else:
+            try:
+                MODELS.get(m.name).params(**m.params())
+            except ValidationError as e:
+                problems += pydantic_problems(e, "model", MODELS.get(m.name).params)
+    st = sections.get("strategy")
+    if isinstance(st, StrategyConfig):
+        try:
+            strategy = make_strategy(st.name, st.params())
+        except ConfigError as e:
+            problems += e.problems
+        else:
+            if scenario is not None:
+                unsupported = [p.name for p in strategy.parts() if scenario not in p.scenarios]
+                if unsupported:
+                    problems.append(
+                        ("strategy.name", f"{', '.join(unsupported)} does not support the {scenario} scenario")
+                    )
+    lr = raw.get("train", {}).get("lr", 1.0) if isinstance(raw.get("train"), Mapping) else 1.0
+    if "train.lr" not in already and isinstance(lr, (int, float)) and lr <= 0:
+        problems.append(("train.lr", f"must be > 0 for a run, got {lr} (a zero learning rate trains nothing)"))
+    return problems
+
+
+def _type_name(ann: Any) -> str:
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Literal:
+        return " \\| ".join(repr(a) for a in args)
+    if args:
+        inner = [_type_name(a) for a in args]
+        if origin in (list, tuple):
+            return f"list[{', '.join(inner)}]"
+        return " \\| ".join(inner)
+    return "None" if ann is type(None) else getattr(ann, "__name__", str(ann))
+
+
+def _limits(metadata: list[Any]) -> str:
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{sym} {getattr(m, k)}" for m in metadata for k, sym in ops.items() if getattr(m, k, None) is not None]
+    return ", ".join(parts)
+
+
+def _field_rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows = []
+    for name, f in model.model_fields.items():
+        if name == "name" and prefix in ("model", "strategy"):
+            continue
+        default = f.get_default(call_default_factory=True)
+        limits = _limits(f.metadata)
+        desc = "; ".join(x for x in (f.description or "", limits) if x)
+        rows.append(f"| `{prefix}.{name}` | {_type_name(f.annotation)} | `{default!r}` | {desc} |")
+    return rows
+
+
+def reference_markdown() -> str:
+    """Tables of every config key, generated from the models (kept in docs/configuration.md)."""
+    from perennial.strategies import STRATEGIES
+
+    head = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
+    out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
+    out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
+    out += ["### `model` (by `model.name`)", ""]
+    for name, spec in MODELS.items():
+        out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]
+    out += ["### `strategy` (by `strategy.name`)", ""]
+    for name, cls in STRATEGIES.items():
+        rows = _field_rows(cls, "strategy")
+        out += [f"`{name}`: {cls.summary}", ""]
+        out += [*head, *rows, ""] if rows else ["(no parameters)", ""]
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,357 @@
+"""The run store: one SQLite database (WAL mode) per store directory.
+
+Every run's config, seed, versions, accuracy matrix rows, metrics and timing are written as
+soon as they are produced, each in its own short transaction, so that a crash or a kill
+keeps everything already measured. Several processes may write to one store at once: WAL
+lets readers and a writer work together, and writers wait (``busy_timeout``) and retry.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from perennial.errors import StoreError
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+DB_NAME = "runs.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    n_experiences INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    metrics TEXT,
+    seconds REAL,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    row INTEGER NOT NULL,          -- experience trained (-1: the initial model)
+    col INTEGER NOT NULL,          -- experience evaluated
+    acc REAL NOT NULL,
+    loss REAL,
+    PRIMARY KEY (run_id, row, col)
+);
+CREATE INDEX IF NOT EXISTS runs_by_group ON runs (benchmark, scenario, strategy);
+"""
+
+
+def _finite_or_none(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_or_none(v) for v in x]
+    return x
+
+
+def dumps(x: Any) -> str:
+    """JSON with NaN/inf written as null (valid JSON for every reader)."""
+    return json.dumps(_finite_or_none(x), sort_keys=True)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    status: str
+    benchmark: str
+    scenario: str
+    strategy: str
+    seed: int
+    n_experiences: int
+    created: float
+    updated: float
+    config: dict[str, Any]
+    versions: dict[str, Any]
+    metrics: dict[str, Any] | None
+    seconds: float | None
+    error: str | None
+    accuracy_matrix: list[list[float]] = field(default_factory=list)
+    loss_matrix: list[list[float | None]] = field(default_factory=list)
+    random_init_acc: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary written by ``--json`` (same keys for fresh and stored runs)."""
+        return _finite_or_none(
+            {
+                "run_id": self.run_id,
+                "status": self.status,
+                "benchmark": self.benchmark,
+                "scenario": self.scenario,
+                "strategy": self.strategy,
+                "seed": self.seed,
+                "accuracy_matrix": self.accuracy_matrix,
+                "loss_matrix": self.loss_matrix,
+                "random_init_acc": self.random_init_acc,
+                "metrics": self.metrics or {},
+                "seconds": self.seconds,
+                "config": self.config,
+                "versions": self.versions,
+            }
+        )
+
+
+class RunStore:
+    """A directory holding ``runs.sqlite`` (and, later, checkpoints)."""
+
+    def __init__(self, root: str | os.PathLike[str] = "perennial-runs", *, timeout: float = 60.0):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store directory {self.root}: {e}; pass --store DIR") from None
+        self.path = self.root / DB_NAME
+        self.timeout = timeout
+        self._retry(self._init_schema)
+
+    # -------------------------------------------------------------- plumbing
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the run store {self.path}: {e}") from None
+        try:
+            con.execute("PRAGMA foreign_keys=ON")
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            yield con
+        finally:
+            con.close()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; on 'database is locked/busy' wait and retry until ``timeout``."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                msg = str(e).lower()
+                if ("locked" in msg or "busy" in msg) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise StoreError(f"run store {self.path}: {e}") from None
+            except sqlite3.DatabaseError as e:
+                raise StoreError(
+                    f"run store {self.path} is unreadable ({e}); move it aside and start a new store"
+                ) from None
+
+    def _write(self, sql_batches: list[tuple[str, tuple[Any, ...] | list[tuple[Any, ...]]]]) -> None:
+        def go() -> None:
+            with self._connect() as con:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, args in sql_batches:
+                        if isinstance(args, list):
+                            con.executemany(sql, args)
+                        else:
+                            con.execute(sql, args)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+
+        self._retry(go)
+
+    def _init_schema(self) -> None:
+        with self._connect() as con:
+            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":  # e.g. network file systems: still correct, just less concurrent
+                con.execute("PRAGMA journal_mode=DELETE")
+            con.executescript(SCHEMA)
+            row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path} has schema version {row[0]}, newer than this perennial "
+                    f"understands ({SCHEMA_VERSION}); upgrade perennial"
+                )
+
+    # ---------------------------------------------------------------- writes
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        benchmark: str,
+        scenario: str,
+        strategy: str,
+        seed: int,
+        n_experiences: int,
+        config: dict[str, Any],
+        versions: dict[str, Any],
+        overwrite: bool = False,
+    ) -> None:
+        if not overwrite and self.exists(run_id):
+            raise StoreError(f"run {run_id!r} already exists in {self.root}; choose another --run-id")
+        now = time.time()
+        self._write(
+            [
+                ("DELETE FROM runs WHERE run_id=?", (run_id,)),
+                (
+                    "INSERT INTO runs (run_id, created, updated, status, benchmark, scenario, strategy, seed,"
+                    " n_experiences, config, versions) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        now,
+                        now,
+                        "running",
+                        benchmark,
+                        scenario,
+                        strategy,
+                        seed,
+                        n_experiences,
+                        dumps(config),
+                        dumps(versions),
+                    ),
+                ),
+            ]
+        )
+
+    def record_row(self, run_id: str, row: int, acc: list[float], loss: list[float] | None = None) -> None:
+        """Write one row of the accuracy matrix (``row=-1``: the initial model)."""
+        losses = loss or [None] * len(acc)
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO results (run_id, row, col, acc, loss) VALUES (?,?,?,?,?)",
+                    [
+                        (run_id, row, j, float(a), None if lo is None else float(lo))
+                        for j, (a, lo) in enumerate(zip(acc, losses, strict=True))
+                    ],
+                ),
+                ("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id)),
+            ]
+        )
+
+    def finish_run(self, run_id: str, metrics: dict[str, Any], seconds: float) -> None:
+        self._write(
+            [
+                (
+                    "UPDATE runs SET status='finished', metrics=?, seconds=?, updated=?, error=NULL WHERE run_id=?",
+                    (dumps(metrics), seconds, time.time(), run_id),
+                )
+            ]
+        )
+
+    def mark(self, run_id: str, status: str, error: str | None = None, metrics: dict[str, Any] | None = None) -> None:
+        """Set a run's status (``failed``, ``interrupted``, ...) keeping what it measured."""
+        self._write(
+            [
+                (
+                    "UPDATE runs SET status=?, error=?, metrics=COALESCE(?, metrics), updated=? WHERE run_id=?",
+                    (status, error, dumps(metrics) if metrics is not None else None, time.time(), run_id),
+                )
+            ]
+        )
+
+    def delete(self, run_id: str) -> None:
+        self._write([("DELETE FROM results WHERE run_id=?", (run_id,)), ("DELETE FROM runs WHERE run_id=?", (run_id,))])
+
+    # ----------------------------------------------------------------- reads
+    def exists(self, run_id: str) -> bool:
+        def go() -> bool:
+            with self._connect() as con:
+                return con.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone() is not None
+
+        return self._retry(go)
+
+    def get(self, run_id: str) -> RunRecord:
+        def go() -> tuple[Any, list[Any]]:
+            with self._connect() as con:
+                con.row_factory = sqlite3.Row
+                r = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                rows = con.execute(
+                    "SELECT row, col, acc, loss FROM results WHERE run_id=? ORDER BY row, col", (run_id,)
+                ).fetchall()
+                return r, rows
+
+        r, rows = self._retry(go)
+        if r is None:
+            close = self._close_ids(run_id)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; list runs with: perennial runs"
+            raise StoreError(f"no run {run_id!r} in {self.root}{hint}")
+        rec = self._record(r)
+        by_row: dict[int, dict[int, tuple[float, float | None]]] = {}
+        for row in rows:
+            by_row.setdefault(row["row"], {})[row["col"]] = (row["acc"], row["loss"])
+        if -1 in by_row:
+            rec.random_init_acc = [by_row[-1][j][0] for j in sorted(by_row[-1])]
+        for i in sorted(k for k in by_row if k >= 0):
+            cols = by_row[i]
+            rec.accuracy_matrix.append([cols[j][0] for j in sorted(cols)])
+            rec.loss_matrix.append([cols[j][1] for j in sorted(cols)])
+        return rec
+
+    def list(
+        self,
+        *,
+        benchmark: str | None = None,
+        strategy: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        where, args = [], []
+        for col, val in (("benchmark", benchmark), ("strategy", strategy), ("status", status)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+
+        def go() -> list[Any]:
+            with self._connect() as con:
+                con.row_factory = sqlite3.Row
+                return con.execute(sql, args).fetchall()
+
+        return [self._record(r) for r in self._retry(go)]
+
+    def _close_ids(self, run_id: str) -> list[str]:
+        import difflib
+
+        def go() -> list[str]:
+            with self._connect() as con:
+                return [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
+
+        return difflib.get_close_matches(run_id, self._retry(go), n=3, cutoff=0.6)
+
+    @staticmethod
+    def _record(r: sqlite3.Row) -> RunRecord:
+        return RunRecord(
+            run_id=r["run_id"],
+            status=r["status"],
+            benchmark=r["benchmark"],
+            scenario=r["scenario"],
+            strategy=r["strategy"],
+            seed=r["seed"],
+            n_experiences=r["n_experiences"],
+            created=r["created"],
+            updated=r["updated"],
+            config=json.loads(r["config"]),
+            versions=json.loads(r["versions"]),
+            metrics=json.loads(r["metrics"]) if r["metrics"] else None,
+            seconds=r["seconds"],
+            error=r["error"],
+        )

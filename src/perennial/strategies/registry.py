@@ -1,0 +1,118 @@
+"""The strategy registry and the parser for strategy specs like ``"replay+ewc"``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from perennial.errors import ConfigError
+from perennial.registry import Registry
+from perennial.strategies.base import Strategy
+from perennial.strategies.compose import compose
+
+S = TypeVar("S", bound=type[Strategy])
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def register(name: str) -> Callable[[S], S]:
+    """Class decorator: ``@register("replay") class Replay(Strategy): ...``."""
+
+    def deco(cls: S) -> S:
+        cls.name = name
+        STRATEGIES.add(name, cls)
+        return cls
+
+    return deco
+
+
+def pydantic_problems(err: ValidationError, prefix: str, model: type | None = None) -> list[tuple[str, str]]:
+    """Turn a pydantic error into ``(field, message)`` pairs with the bad value shown.
+
+    With ``model`` given, an unknown top-level key gets the closest known field names.
+    """
+    import difflib
+
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            fields = list(getattr(model, "model_fields", {})) if len(e["loc"]) == 1 else []
+            if fields:
+                close = difflib.get_close_matches(str(e["loc"][0]), fields, n=2, cutoff=0.5)
+                hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+                msg = f"unknown key; {hint}known: {', '.join(fields)}"
+        elif "input" in e and not isinstance(e["input"], dict):
+            msg = f"{msg} (got {e['input']!r})"
+        out.append((loc, msg))
+    return out
+
+
+def parse_spec(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split("+")]
+    if not spec.strip() or any(not n for n in names):
+        raise ConfigError(
+            [("strategy", f"invalid strategy spec {spec!r}; use a name or names joined by '+', e.g. replay+ewc")]
+        )
+    return names
+
+
+def make_strategy(spec: str, params: Mapping[str, Any] | None = None, *, field: str = "strategy") -> Strategy:
+    """Build a strategy (or a composition) from ``"name[+name...]"`` and parameters.
+
+    ``params`` keys are either a parameter name, routed to the one member that declares it,
+    or ``"member.param"`` to address one member of a composition explicitly. All problems
+    (unknown names, unknown or ambiguous keys, invalid values) are reported together.
+    """
+    names = parse_spec(spec)
+    problems: list[tuple[str, str]] = []
+    classes: list[type[Strategy]] = []
+    for n in names:
+        try:
+            classes.append(STRATEGIES.get(n, field=field))
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    if len(set(names)) != len(names):
+        raise ConfigError([(field, f"strategy {spec!r} names a method twice")])
+
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in (params or {}).items():
+        head, _, rest = key.partition(".")
+        if rest and head in per:
+            per[head][rest] = value
+            continue
+        owners = [n for n, c in zip(names, classes, strict=True) if key in c.model_fields]
+        if len(owners) == 1:
+            per[owners[0]][key] = value
+        elif len(owners) > 1:
+            problems.append(
+                (
+                    f"{field}.{key}",
+                    f"ambiguous: {', '.join(owners)} all take {key!r}; write "
+                    + " or ".join(f"{field}.{o}.{key}" for o in owners),
+                )
+            )
+        else:
+            known = sorted({f for c in classes for f in c.model_fields})
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            problems.append(
+                (f"{field}.{key}", f"unknown parameter for {spec!r}; {hint}known: {', '.join(known) or '(none)'}")
+            )
+    built = []
+    for n, cls in zip(names, classes, strict=True):
+        try:
+            built.append(cls(**per[n]))
+        except ValidationError as err:
+            problems += pydantic_problems(err, f"{field}.{n}" if len(names) > 1 else field, cls)
+    if problems:
+        raise ConfigError(problems)
+    return compose(*built)

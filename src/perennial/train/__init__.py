@@ -1,0 +1,23 @@
+"""Training: the one loop (``fit``), schedules, settings and evaluation."""
+
+from perennial.train.evaluate import evaluate_split, evaluate_stream
+from perennial.train.loop import Callback, FitResult, fit, make_optimizer, resolve_device, seed_everything
+from perennial.train.progress import NoProgress, Progress, RichProgress
+from perennial.train.schedules import lr_multiplier
+from perennial.train.settings import TrainSettings
+
+__all__ = [
+    "Callback",
+    "FitResult",
+    "NoProgress",
+    "Progress",
+    "RichProgress",
+    "TrainSettings",
+    "evaluate_split",
+    "evaluate_stream",
+    "fit",
+    "lr_multiplier",
+    "make_optimizer",
+    "resolve_device",
+    "seed_everything",
+]

@@ -1,0 +1,29 @@
+"""Small synthetic data for fast tests."""
+
+from __future__ import annotations
+
+import torch
+
+from perennial.streams import Stream, split_by_class
+
+
+def make_blobs(
+    n_per_class: int = 30,
+    n_classes: int = 6,
+    dim: int = 8,
+    seed: int = 0,
+    spread: float = 3.0,
+    sample_seed: int | None = None,
+):
+    """Gaussian blobs around centers fixed by ``seed``; ``sample_seed`` draws another sample of them."""
+    centers = torch.randn(n_classes, dim, generator=torch.Generator().manual_seed(seed)) * spread
+    g = torch.Generator().manual_seed(seed + 1 if sample_seed is None else sample_seed)
+    x = centers.repeat_interleave(n_per_class, 0) + torch.randn(n_classes * n_per_class, dim, generator=g)
+    y = torch.arange(n_classes).repeat_interleave(n_per_class)
+    return x, y
+
+
+def tiny_stream(scenario: str = "class", n_classes: int = 6, per_exp: int = 2, seed: int = 0) -> Stream:
+    xtr, ytr = make_blobs(30, n_classes, seed=seed)
+    xte, yte = make_blobs(10, n_classes, seed=seed, sample_seed=seed + 100)
+    return split_by_class(xtr, ytr, xte, yte, classes_per_exp=per_exp, scenario=scenario, name="tiny")
