@@ -92,7 +92,7 @@ def test_list_commands():
     names = r.output.split()
     assert {"naive", "joint", "cumulative", "replay", "ewc", "online-ewc", "lwf"} <= set(names)
     r = invoke("list", "benchmarks")
-    assert r.output.split() == ["permuted-mnist", "split-digits", "split-mnist", "split-mnist1d"]
+    assert r.output.split() == ["npz-dir", "permuted-mnist", "split-digits", "split-mnist", "split-mnist1d"]
     assert "mlp" in invoke("list", "models").output
 
 

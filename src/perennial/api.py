@@ -5,24 +5,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import secrets
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
-from perennial.config import RunConfig
+from perennial.config import RunConfig, resolved
+from perennial.errors import CheckpointError, ConfigError, RunInterrupted
 from perennial.evaluation import summarize
-from perennial.models import build_model
-from perennial.store import RunRecord, RunStore
-from perennial.strategies import Context, make_strategy
+from perennial.models import Classifier, build_model
+from perennial.store import CheckpointDir, RunRecord, RunStore
+from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
-from perennial.train import Callback, Progress, fit
+from perennial.train import Callback, FitResult, Progress, fit
 
 
 def versions() -> dict[str, str]:
@@ -52,6 +58,7 @@ def build_stream(cfg: RunConfig) -> Stream:
         classes_per_exp=b.classes_per_exp,
         class_order_seed=b.class_order_seed,
         n_experiences=b.n_experiences,
+        path=b.path,
     )
 
 
@@ -68,6 +75,82 @@ class StoreRecorder(Callback):
         self.store.record_row(self.run_id, ctx.exp_index, acc, loss)
 
 
+class RunCheckpointer:
+    """Saves fit's payloads into a run's checkpoint directory, stamped with the run's identity."""
+
+    def __init__(self, ckdir: CheckpointDir, every: int | None, meta: dict[str, Any]):
+        self.ckdir, self.every, self.meta = ckdir, every, meta
+
+    def save(self, payload: dict[str, Any], step: int) -> None:
+        self.ckdir.save({**payload, "meta": self.meta}, step)
+
+
+def _identity(cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    from perennial import __version__
+
+    return {"run_id": run_id, "config": cfg.fingerprint(), "perennial": __version__}
+
+
+def check_identity(meta: Any, expected: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another run, another config or an incompatible version."""
+    if not isinstance(meta, dict):
+        raise CheckpointError("checkpoint carries no run identity; it was not written by perennial's run store")
+    if meta.get("run_id") != expected["run_id"]:
+        raise CheckpointError(f"checkpoint belongs to run {meta.get('run_id')!r}, not {expected['run_id']!r}")
+    if meta.get("config") != expected["config"]:
+        raise CheckpointError(
+            "checkpoint was written with a different configuration than the run's stored config "
+            "(fingerprints differ); start a new run instead"
+        )
+    ours, theirs = expected["perennial"].split(".")[:2], str(meta.get("perennial", "")).split(".")[:2]
+    if ours != theirs:
+        raise CheckpointError(
+            f"checkpoint written by perennial {meta.get('perennial')}, this is {expected['perennial']}; "
+            "resume with the same major.minor version"
+        )
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """First SIGINT/SIGTERM asks the loop to checkpoint and stop; a second one stops at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["stop"] = True
+        for sig, h in old.items():  # a second signal is not caught again
+            signal.signal(sig, h)
+
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
+    stream = build_stream(cfg)
+    strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
+    strategy.check_scenario(stream.scenario)
+    torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
+    try:
+        model = build_model(
+            cfg.model.name,
+            stream.input_shape,
+            stream.n_classes,
+            task_classes=stream.task_classes if stream.scenario == "task" else None,
+            **cfg.model.params(),
+        )
+    except ValueError as e:
+        raise ConfigError([("model", str(e))]) from None
+    return stream, strategy, model
+
+
 def run(
     cfg: RunConfig,
     *,
@@ -77,53 +160,122 @@ def run(
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> RunRecord:
-    """Train one run described by ``cfg``; record it in ``store``; return its record."""
-    stream = build_stream(cfg)
-    strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
-    strategy.check_scenario(stream.scenario)
-    torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
-    model = build_model(
-        cfg.model.name,
-        stream.input_shape,
-        stream.n_classes,
-        task_classes=stream.task_classes if stream.scenario == "task" else None,
-        **cfg.model.params(),
-    )
+    """Train one run described by ``cfg``; record it in ``store``; return its record.
+
+    With a store, checkpoints are written at every experience boundary (and every
+    ``cfg.checkpoint.every`` steps), and SIGINT/SIGTERM save one before stopping;
+    ``resume(store, run_id)`` continues such a run exactly.
+    """
+    cfg = resolved(cfg)
+    stream, strategy, model = build(cfg)
     run_id = run_id or new_run_id(cfg)
     config = cfg.to_dict()
-    config["benchmark"]["scenario"] = stream.scenario
     vers = versions()
-    cbs = list(callbacks)
-    if store is not None:
-        store.create_run(
-            run_id,
-            benchmark=cfg.benchmark.name,
-            scenario=stream.scenario,
-            strategy=cfg.strategy.name,
-            seed=cfg.seed,
-            n_experiences=len(stream),
-            config=config,
-            versions=vers,
-            overwrite=overwrite,
-        )
-        cbs.insert(0, StoreRecorder(store, run_id))
+    if store is None:
+        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=callbacks, progress=progress)
+        return _record_from_result(cfg, run_id, stream, config, vers, result)
+    store.create_run(
+        run_id,
+        benchmark=cfg.benchmark.name,
+        scenario=stream.scenario,
+        strategy=cfg.strategy.name,
+        seed=cfg.seed,
+        n_experiences=len(stream),
+        config=config,
+        versions=vers,
+        overwrite=overwrite,
+    )
+    ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
+    ckdir.clear()  # an overwritten run must not resume from the old run's files
+    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks)
+
+
+def resume(
+    store: RunStore,
+    run_id: str,
+    *,
+    progress: Progress | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunRecord:
+    """Continue ``run_id`` from its newest valid checkpoint; the result equals an uninterrupted run."""
+    rec = store.get(run_id)
+    if rec.status == "finished":
+        raise CheckpointError(f"run {run_id!r} already finished; see: perennial show {run_id}")
     try:
-        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
-    except KeyboardInterrupt:
-        if store is not None:
-            store.mark(run_id, "interrupted", "interrupted by the user (Ctrl-C)")
+        cfg = RunConfig.model_validate(rec.config)
+    except ValidationError as e:
+        raise CheckpointError(f"run {run_id!r} has a stored config this perennial cannot read: {e}") from None
+    ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
+    notes: list[str] = []
+    payload: dict[str, Any] | None = None
+    if not ckdir.list():
+        # killed before its first checkpoint: the run is deterministic, so start it again
+        notes.append(f"run {run_id!r} had no checkpoint yet; restarted it from the beginning")
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            payload, path = ckdir.load_latest()
+        check_identity(payload.get("meta"), _identity(cfg, run_id))
+        notes += [str(w.message) for w in caught] + [f"resumed from checkpoint {path.name}"]
+    stream, strategy, model = build(cfg)
+    store.mark(run_id, "running", None)
+    rec = _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, payload, progress, callbacks)
+    rec.notes = notes
+    return rec
+
+
+def _fit_in_store(
+    cfg: RunConfig,
+    store: RunStore,
+    run_id: str,
+    stream: Stream,
+    strategy: Strategy,
+    model: Classifier,
+    ckdir: CheckpointDir,
+    payload: dict[str, Any] | None,
+    progress: Progress | None,
+    callbacks: Sequence[Callback],
+) -> RunRecord:
+    checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, _identity(cfg, run_id))
+    cbs = [StoreRecorder(store, run_id), *callbacks]
+    try:
+        with stop_on_signals() as should_stop:
+            result = fit(
+                model,
+                stream,
+                strategy,
+                cfg.train,
+                seed=cfg.seed,
+                callbacks=cbs,
+                progress=progress,
+                checkpointer=checkpointer,
+                resume=payload,
+                should_stop=should_stop,
+            )
+    except (RunInterrupted, KeyboardInterrupt):
+        store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")
         raise
     except BaseException as e:
-        if store is not None:
-            store.mark(run_id, "failed", f"{type(e).__name__}: {e}")
+        store.mark(run_id, "failed", f"{type(e).__name__}: {e}")
         raise
-    metrics = summarize(result.accuracy_matrix, result.random_init_acc)
+    store.finish_run(run_id, _metrics(result), result.seconds)
+    if not cfg.checkpoint.keep_after_finish:
+        ckdir.clear()
+    return store.get(run_id)
+
+
+def _metrics(result: FitResult) -> dict[str, Any]:
+    metrics: dict[str, Any] = dict(summarize(result.accuracy_matrix, result.random_init_acc))
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
-    if store is not None:
-        store.finish_run(run_id, metrics, result.seconds)
-        return store.get(run_id)
+    return metrics
+
+
+def _record_from_result(
+    cfg: RunConfig, run_id: str, stream: Stream, config: dict[str, Any], vers: dict[str, str], result: FitResult
+) -> RunRecord:
+    now = time.time()
     return RunRecord(
         run_id=run_id,
         status="finished",
@@ -132,11 +284,11 @@ def run(
         strategy=cfg.strategy.name,
         seed=cfg.seed,
         n_experiences=len(stream),
-        created=time.time(),
-        updated=time.time(),
+        created=now,
+        updated=now,
         config=config,
         versions=vers,
-        metrics=metrics,
+        metrics=_metrics(result),
         seconds=result.seconds,
         error=None,
         accuracy_matrix=result.accuracy_matrix,

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from perennial.errors import ConfigError, PerennialError
+from perennial.errors import ConfigError, PerennialError, RunInterrupted
 
 app = typer.Typer(
     name="perennial",
@@ -31,7 +31,8 @@ app = typer.Typer(
 list_app = typer.Typer(help="List registered names (one per line).", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
-out = Console(highlight=False)
+# Piped output gets a wide console so tables are not truncated to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, highlight=False)
 
 DEFAULT_STORE = "perennial-runs"
@@ -57,9 +58,15 @@ QuietOpt = Annotated[
 
 
 @contextlib.contextmanager
-def errors_to_exit(run_hint: str | None = None) -> Iterator[None]:
+def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) -> Iterator[None]:
     try:
         yield
+    except RunInterrupted as e:
+        msg = f"interrupted: {e}; a checkpoint was saved"
+        if resume_hint:
+            msg += f"; continue with: {resume_hint}"
+        err.print(msg, style="yellow", markup=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
     except PerennialError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
@@ -67,7 +74,9 @@ def errors_to_exit(run_hint: str | None = None) -> Iterator[None]:
         msg = "interrupted"
         if run_hint:
             msg += f"; results measured so far are in the store ({run_hint})"
-        err.print(f"[yellow]{msg}[/]")
+        if resume_hint:
+            msg += f"; continue with: {resume_hint}"
+        err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except OSError as e:
         err.print(f"[bold red]error:[/] {e}")
@@ -167,28 +176,93 @@ def run(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing run with the same --run-id.")
     ] = False,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-every",
+            min=1,
+            help="Also checkpoint every N steps (always at experience boundaries and on Ctrl-C/SIGTERM).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Validate the config, build stream, model and strategy, print the config; train nothing."
+        ),
+    ] = False,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Train one strategy on one benchmark, print the accuracy matrix and metrics, record the run.
 
     Example: perennial run -b split-mnist -s replay --set strategy.buffer_size=200 --json out.json
+
+    A killed or interrupted run continues exactly with: perennial resume RUN_ID
     """
     from perennial import api
     from perennial.config import build_config
 
     with errors_to_exit(f"--store {store}"):
-        cfg = build_config(config, set_ or (), benchmark=benchmark, strategy=strategy, scenario=scenario, seed=seed)
+        cfg = build_config(
+            config,
+            set_ or (),
+            benchmark=benchmark,
+            strategy=strategy,
+            scenario=scenario,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+        )
+        if dry_run:
+            stream, strat, model = api.build(cfg)
+            out.print_json(json.dumps(cfg.to_dict()))
+            n_params = sum(p.numel() for p in model.parameters())
+            out.print(
+                f"ok: {stream.name} ({stream.scenario}-incremental, {len(stream)} experiences, input "
+                f"{stream.input_shape}, {stream.n_classes} outputs); {strat.describe()}; {n_params:,} parameters",
+                markup=False,
+                soft_wrap=True,
+            )
+            return
+        run_id = run_id or api.new_run_id(cfg)
+    with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.run(cfg, store=st, run_id=run_id, progress=progress, overwrite=overwrite)
-        if not quiet:
-            out.print(_matrix_table(rec))
-            out.print(_metrics_table(rec.metrics or {}))
-            out.print(METRIC_HELP, style="dim", markup=False)
-            out.print(f"run [bold]{rec.run_id}[/] recorded in {store} ({rec.seconds:.1f} s)")
-        if json_out is not None:
-            _write_json(json_out, rec.summary())
+        _report_run(rec, store, quiet, json_out)
+
+
+def _report_run(rec: Any, store: Path, quiet: bool, json_out: Path | None) -> None:
+    if not quiet:
+        out.print(_matrix_table(rec))
+        out.print(_metrics_table(rec.metrics or {}))
+        out.print(METRIC_HELP, style="dim", markup=False)
+        out.print(f"run [bold]{rec.run_id}[/] recorded in {store} ({rec.seconds:.1f} s)")
+    for note in rec.notes:
+        err.print(note, style="yellow", markup=False, soft_wrap=True)
+    if json_out is not None:
+        _write_json(json_out, rec.summary())
+
+
+@app.command()
+def resume(
+    run_id: Annotated[
+        str, typer.Argument(help="Run id of an interrupted, failed or killed run (see: perennial runs).")
+    ],
+    store: StoreOpt = Path(DEFAULT_STORE),
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Continue a run from its newest valid checkpoint; it ends with exactly the results of an uninterrupted run.
+
+    Corrupted or truncated checkpoints are detected (checksums) and skipped with a warning.
+    """
+    from perennial import api
+
+    with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+        st = _store(store)
+        with _progress(quiet) as progress:
+            rec = api.resume(st, run_id, progress=progress)
+        _report_run(rec, store, quiet, json_out)
 
 
 @app.command()

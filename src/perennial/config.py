@@ -41,6 +41,7 @@ class BenchmarkConfig(BaseModel):
     )
     class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
     n_experiences: int | None = Field(default=None, ge=1)
+    path: str | None = Field(default=None, description="data folder (npz-dir: one .npz file per experience)")
 
 
 class ModelConfig(BaseModel):
@@ -63,6 +64,19 @@ class StrategyConfig(BaseModel):
         return flatten(dict(self.model_extra or {}))
 
 
+class CheckpointConfig(BaseModel):
+    """When to save checkpoints (runs in a store only). They never change results."""
+
+    model_config = ConfigDict(extra="forbid")
+    every: int | None = Field(
+        default=None, ge=1, description="save every N optimizer steps (None: only at experience boundaries)"
+    )
+    keep: int = Field(default=3, ge=1, description="keep the newest K checkpoints of a run")
+    keep_after_finish: bool = Field(
+        default=False, description="keep checkpoints once the run finished (default: delete them)"
+    )
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(default=0, ge=0)
@@ -70,9 +84,18 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that determines the results (checkpoint settings excluded)."""
+        import hashlib
+
+        d = self.to_dict()
+        d.pop("checkpoint", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 TOP_KEYS = tuple(RunConfig.model_fields)
@@ -156,7 +179,7 @@ def build_config(
     """Assemble and validate a run config from its layers (see module docstring).
 
     ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
-    ``seed`` (None = not given).
+    ``seed``, ``checkpoint_every`` (None = not given).
     """
     problems: list[tuple[str, str]] = []
     layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
@@ -174,6 +197,8 @@ def build_config(
         layer_flags.setdefault("strategy", {})["name"] = flags["strategy"]
     if flags.get("seed") is not None:
         layer_flags["seed"] = flags["seed"]
+    if flags.get("checkpoint_every") is not None:
+        layer_flags.setdefault("checkpoint", {})["every"] = flags["checkpoint_every"]
 
     for layer in (layer_file, layer_set):
         for k, v in layer.items():
@@ -183,7 +208,7 @@ def build_config(
                 close = difflib.get_close_matches(k, TOP_KEYS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 problems.append((k, f"unknown key; {hint}allowed: {', '.join(TOP_KEYS)}"))
-            elif k in ("benchmark", "model", "strategy", "train") and not isinstance(v, Mapping):
+            elif k in SECTIONS and not isinstance(v, Mapping):
                 if k in ("benchmark", "strategy") and isinstance(v, str):
                     layer[k] = {"name": v}  # "strategy = 'replay'" shorthand
                 else:
@@ -223,7 +248,19 @@ def build_config(
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
     if problems:
         raise ConfigError(problems)
-    return RunConfig(seed=seed, **sections)  # type: ignore[arg-type]
+    return resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+
+
+def resolved(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with defaults that depend on other fields filled in (the benchmark's scenario)."""
+    if (
+        cfg.benchmark.scenario is None
+        and cfg.benchmark.name in BENCHMARKS
+        and BENCHMARKS.get(cfg.benchmark.name).default_scenario
+    ):
+        bench = cfg.benchmark.model_copy(update={"scenario": BENCHMARKS.get(cfg.benchmark.name).default_scenario})
+        return cfg.model_copy(update={"benchmark": bench})
+    return cfg
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
@@ -231,6 +268,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelConfig,
     "strategy": StrategyConfig,
     "train": TrainSettings,
+    "checkpoint": CheckpointConfig,
 }
 
 
@@ -253,7 +291,7 @@ def semantic_problems(
                 problems += e.problems
         else:
             bench = BENCHMARKS.get(b.name)
-            scenario = b.scenario or bench.default_scenario
+            scenario = b.scenario or bench.default_scenario or None
             if b.scenario is not None and b.scenario not in bench.scenarios:
                 problems.append(
                     ("benchmark.scenario", f"{b.name} supports {', '.join(bench.scenarios)}; got {b.scenario!r}")
@@ -330,6 +368,7 @@ def reference_markdown() -> str:
     out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
+    out += ["### `checkpoint`", "", *head, *_field_rows(CheckpointConfig, "checkpoint"), ""]
     out += ["### `model` (by `model.name`)", ""]
     for name, spec in MODELS.items():
         out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]

@@ -63,3 +63,9 @@ class StoreError(PerennialError):
 
 class CheckpointError(PerennialError):
     """A checkpoint is missing, corrupted or belongs to another run/config."""
+
+
+class RunInterrupted(PerennialError):
+    """A run stopped on request (SIGINT/SIGTERM) after saving a checkpoint; resume it later."""
+
+    exit_code = 130

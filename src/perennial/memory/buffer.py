@@ -28,7 +28,9 @@ POLICIES: tuple[str, ...] = ("reservoir", "class_balanced")
 
 
 class Buffer:
-    def __init__(self, capacity: int, policy: Policy = "reservoir", seed: int = 0):
+    def __init__(
+        self, capacity: int, policy: Policy = "reservoir", seed: int = 0, device: torch.device | str | None = None
+    ):
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
         if policy not in POLICIES:
@@ -40,12 +42,14 @@ class Buffer:
         self.seen = 0  # samples offered so far
         self.data: dict[str, Tensor] = {}  # "x", "y", "t" and extras, each (capacity, ...)
         self.keys = torch.empty(0)
+        self.device = None if device is None else torch.device(device)  # None: the first batch's device
 
     # ------------------------------------------------------------------ storage
     def _allocate(self, tensors: dict[str, Tensor]) -> None:
         for name, v in tensors.items():
             if name not in self.data:
-                self.data[name] = torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                dev = self.device if self.device is not None else v.device
+                self.data[name] = torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=dev)
         if self.keys.numel() == 0:
             self.keys = torch.zeros(self.capacity)
 
@@ -177,7 +181,9 @@ class Buffer:
         self.seen = int(state["seen"])  # type: ignore[call-overload]
         self.keys = state["keys"].clone()  # type: ignore[attr-defined]
         self.generator.set_state(state["generator"])  # type: ignore[arg-type]
-        self.data = {k: v.clone() for k, v in state["data"].items()}  # type: ignore[attr-defined]
+        self.data = {
+            k: v.to(self.device).clone() if self.device is not None else v.clone() for k, v in state["data"].items()
+        }  # type: ignore[attr-defined]
 
 
 def balanced_quota(counts: Tensor, capacity: int) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from perennial.errors import StoreError
+from perennial.store.checkpoints import CheckpointDir
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -70,6 +72,17 @@ def dumps(x: Any) -> str:
     return json.dumps(_finite_or_none(x), sort_keys=True)
 
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID.match(run_id):
+        raise StoreError(
+            f"invalid run id {run_id!r}: use 1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+        )
+    return run_id
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -89,6 +102,7 @@ class RunRecord:
     accuracy_matrix: list[list[float]] = field(default_factory=list)
     loss_matrix: list[list[float | None]] = field(default_factory=list)
     random_init_acc: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. warnings from a resume (not stored)
 
     def summary(self) -> dict[str, Any]:
         """The run summary written by ``--json`` (same keys for fresh and stored runs)."""
@@ -189,6 +203,11 @@ class RunStore:
                     f"understands ({SCHEMA_VERSION}); upgrade perennial"
                 )
 
+    def checkpoints(self, run_id: str, keep: int = 3) -> CheckpointDir:
+        """The checkpoint directory of ``run_id`` (``<store>/checkpoints/<run_id>``)."""
+        check_run_id(run_id)
+        return CheckpointDir(self.root / "checkpoints" / run_id, keep=keep)
+
     # ---------------------------------------------------------------- writes
     def create_run(
         self,
@@ -203,6 +222,7 @@ class RunStore:
         versions: dict[str, Any],
         overwrite: bool = False,
     ) -> None:
+        check_run_id(run_id)
         if not overwrite and self.exists(run_id):
             raise StoreError(f"run {run_id!r} already exists in {self.root}; choose another --run-id")
         now = time.time()

@@ -175,8 +175,9 @@ class Strategy(BaseModel):
         """Learned state as nested dicts/lists of tensors and numbers (``weights_only``-loadable)."""
         return _to_saveable(self._state)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._state = _from_saved(state, self._state)
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
+        """Restore learned state; plain tensors go to ``device`` (checkpoints load on the CPU)."""
+        self._state = _from_saved(state, self._state, device)
 
     def describe(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.model_dump().items())
@@ -202,20 +203,20 @@ def _to_saveable(value: Any) -> Any:
     raise TypeError(f"strategy state value of type {type(value).__name__} cannot be saved")
 
 
-def _from_saved(saved: Any, current: Any) -> Any:
+def _from_saved(saved: Any, current: Any, device: torch.device | str | None = None) -> Any:
     if isinstance(saved, dict) and "__state_dict__" in saved:
         if current is None or not hasattr(current, "load_state_dict"):
             raise ValueError("checkpoint holds a module/buffer state but the strategy has no object to load it into")
-        current.load_state_dict(saved["__state_dict__"])
+        current.load_state_dict(saved["__state_dict__"])  # modules and buffers keep their own device
         return current
     if isinstance(saved, dict):
         cur = current if isinstance(current, dict) else {}
-        return {k: _from_saved(v, cur.get(k)) for k, v in saved.items()}
+        return {k: _from_saved(v, cur.get(k), device) for k, v in saved.items()}
     if isinstance(saved, list):
         cur = current if isinstance(current, list) else []
-        return [_from_saved(v, cur[i] if i < len(cur) else None) for i, v in enumerate(saved)]
+        return [_from_saved(v, cur[i] if i < len(cur) else None, device) for i, v in enumerate(saved)]
     if isinstance(saved, Tensor):
-        return saved.clone()
+        return saved.to(device).clone() if device is not None else saved.clone()
     return saved
 
 

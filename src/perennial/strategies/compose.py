@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from perennial.strategies.base import Batch, Context, Strategy
@@ -75,11 +76,11 @@ class Compose(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {str(i): m.state_dict() for i, m in enumerate(self.members)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device | str | None = None) -> None:
         if set(state) != {str(i) for i in range(len(self.members))}:
             raise ValueError(f"state is for {len(state)} composed strategies, this has {len(self.members)}")
         for i, m in enumerate(self.members):
-            m.load_state_dict(state[str(i)])
+            m.load_state_dict(state[str(i)], device)
 
     def describe(self) -> str:
         return " + ".join(m.describe() for m in self.members)

@@ -33,7 +33,7 @@ class Replay(Strategy):
     )
 
     def setup(self, ctx: Context) -> None:
-        self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for("replay"))
+        self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for("replay"), device=ctx.device)
 
     @property
     def buffer(self) -> Buffer:

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from perennial.errors import ScenarioError
+from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
 from perennial.streams import datasets
 from perennial.streams.core import Scenario, Stream
-from perennial.streams.scenarios import domain_incremental, permutation, split_by_class
+from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,48 @@ BENCHMARKS.add(
 )
 
 
+def _npz_dir(
+    scenario: Scenario | None = None,
+    path: str | None = None,
+    classes_per_exp: int | Sequence[int] | None = None,
+    class_order_seed: int | None = None,
+    n_experiences: int | None = None,
+) -> Stream:
+    if not path:
+        raise DataError("benchmark npz-dir needs benchmark.path: a folder with one .npz file per experience")
+    if classes_per_exp is not None or class_order_seed is not None or n_experiences is not None:
+        raise DataError(
+            "npz-dir takes its experiences from the files; drop classes_per_exp/class_order_seed/n_experiences"
+        )
+    return from_npz_dir(path, scenario=scenario)
+
+
+BENCHMARKS.add(
+    "npz-dir",
+    Benchmark(
+        "npz-dir",
+        "your data: benchmark.path = a folder of .npz files (x_train, y_train, x_test, y_test), one per experience",
+        ("class", "task", "domain"),
+        "",
+        _npz_dir,
+        {"model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 10, "batch_size": 64}},
+    ),
+)
+
+
 def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> Stream:
     """Build a registered benchmark: ``build_benchmark("split-mnist", "task")``."""
     bench = BENCHMARKS.get(name, field="benchmark")
-    scenario = scenario or bench.default_scenario
-    if scenario not in bench.scenarios:
+    scenario = scenario or bench.default_scenario or None
+    if scenario is not None and scenario not in bench.scenarios:
         raise ScenarioError(f"benchmark {name!r} supports scenarios {', '.join(bench.scenarios)}, not {scenario!r}")
     options = {k: v for k, v in options.items() if v is not None}
+    import inspect
+
+    accepted = set(inspect.signature(bench.build).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise DataError(
+            f"benchmark {name!r} does not take {', '.join(unknown)}; it takes {', '.join(sorted(accepted - {'scenario'}))}"
+        )
     return bench.build(scenario=scenario, **options).validate()

@@ -1,9 +1,15 @@
 """``fit``: the one training loop. Read it top to bottom.
 
 It owns forward, loss, backward, gradient clipping, the optimizer step, the LR schedule,
-device placement, seeding, progress and evaluation after every experience. Strategies change
-the batch, the loss, the gradients or the prediction through hooks only (see
-:mod:`perennial.strategies.base`); callbacks observe (e.g. to record results in the store).
+device placement, seeding, progress, evaluation after every experience and checkpoints.
+Strategies change the batch, the loss, the gradients or the prediction through hooks only
+(see :mod:`perennial.strategies.base`); callbacks observe (e.g. to record results).
+
+Exact resume: everything the loop needs to continue is a *checkpoint payload* (model,
+optimizer, strategy state, RNG states, the position inside the current experience and epoch,
+the results so far). ``fit(..., resume=payload)`` continues from it and produces bit-identical
+results on the CPU, because every source of randomness is either in the payload or derived
+from the seed and the position.
 """
 
 from __future__ import annotations
@@ -12,27 +18,37 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perennial.errors import DivergenceError
+from perennial.errors import CheckpointError, DivergenceError, RunInterrupted
 from perennial.models import Classifier
 from perennial.strategies.base import Batch, Context, Strategy
-from perennial.streams.core import Stream
+from perennial.streams.core import Split, Stream
 from perennial.train.evaluate import evaluate_stream
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
 
+PAYLOAD_FORMAT = 1
+
 
 class Callback:
-    """Observer of a fit; every method is optional. Callbacks must not change training."""
+    """Observer of a fit; every method is optional. Callbacks must not change training.
+
+    A callback with state that must survive a resume implements ``state_dict`` /
+    ``load_state_dict``; ``on_resume`` replaces ``on_fit_start`` when a fit resumes.
+    """
 
     def on_fit_start(self, ctx: Context, random_init_acc: list[float], random_init_loss: list[float]) -> None:
+        pass
+
+    def on_resume(self, ctx: Context) -> None:
         pass
 
     def on_experience_start(self, ctx: Context) -> None:
@@ -43,6 +59,20 @@ class Callback:
 
     def on_experience_end(self, ctx: Context, acc: list[float], loss: list[float]) -> None:
         pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class Checkpointer(Protocol):
+    """Where checkpoints go (the store provides one). ``every``: steps between periodic saves."""
+
+    every: int | None
+
+    def save(self, payload: dict[str, Any], step: int) -> None: ...
 
 
 @dataclass
@@ -59,6 +89,28 @@ class FitResult:
     skipped_batches: int = 0
 
 
+@dataclass
+class LoopState:
+    """The loop's position and results so far: together with model, optimizer, strategy and
+    RNG states, exactly what a checkpoint holds."""
+
+    exp_index: int = 0  # experience being trained (or about to start)
+    k: int = 0  # optimizer steps done inside it
+    step: int = 0  # optimizer steps done in total
+    perm: torch.Tensor | None = None  # the current epoch's data order
+    order_state: torch.Tensor | None = None  # data-order generator state after drawing perm
+    data_fingerprint: list[float] | None = None
+    R: list[list[float]] = field(default_factory=list)
+    L: list[list[float]] = field(default_factory=list)
+    b_acc: list[float] = field(default_factory=list)
+    b_loss: list[float] = field(default_factory=list)
+    exp_seconds: list[float] = field(default_factory=list)
+    skipped: int = 0
+    seconds: float = 0.0  # wall time spent before this process (resumed runs)
+    eval_seconds: float = 0.0
+    seen_classes: list[int] = field(default_factory=list)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,6 +125,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states in a ``weights_only``-loadable form."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": list(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -92,6 +167,16 @@ def steps_for(n_samples: int, s: TrainSettings) -> tuple[int, int]:
     return per_epoch, s.steps if s.steps is not None else s.epochs * per_epoch
 
 
+def fingerprint(split: Split) -> list[float]:
+    """A cheap content fingerprint of a training split (to check a resumed experience's data)."""
+    n = len(split)
+    if n == 0:
+        return [0.0, 0.0, 0.0]
+    w = torch.arange(1, n + 1, dtype=torch.float64, device=split.y.device)
+    xs = split.x.reshape(n, -1).to(torch.float64).sum(1)
+    return [float(n), float((xs * w).sum()), float((split.y.to(torch.float64) * w).sum())]
+
+
 def _diverged(step: int, exp_index: int, exp_name: str, k: int, total: int) -> DivergenceError:
     return DivergenceError(
         f"non-finite loss at step {step} (experience {exp_index} {exp_name!r}, step {k} of {total}); "
@@ -108,12 +193,19 @@ def fit(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     progress: Progress | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train ``model`` on every experience of ``stream`` in order with ``strategy``.
 
     After each experience the model is evaluated on the test split of *every* experience
     (seen and unseen), which fills one row of the accuracy matrix. Before training, the
     initial model is evaluated too (``random_init_acc``, needed for forward transfer).
+
+    ``checkpointer`` receives a payload every ``checkpointer.every`` steps, at every
+    experience boundary and when ``should_stop()`` turns true (then :class:`RunInterrupted`
+    is raised). ``resume`` is such a payload: training continues exactly where it was taken.
     """
     s = settings or TrainSettings()
     t_start = time.perf_counter()
@@ -132,44 +224,94 @@ def fit(
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
     )
-
     sync_check = device.type == "cpu" or s.divergence == "skip"
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    eval_seconds = 0.0
-    t0 = time.perf_counter()
-    b_acc, b_loss = evaluate_stream(ctx, strategy, s.eval_batch_size)
-    eval_seconds += time.perf_counter() - t0
-    for cb in callbacks:
-        cb.on_fit_start(ctx, b_acc, b_loss)
 
-    R: list[list[float]] = []
-    L: list[list[float]] = []
-    exp_seconds: list[float] = []
-    skipped = 0
-    for exp in stream:
+    st = LoopState()
+    if resume is None:
+        t0 = time.perf_counter()
+        st.b_acc, st.b_loss = evaluate_stream(ctx, strategy, s.eval_batch_size)
+        st.eval_seconds += time.perf_counter() - t0
+        for cb in callbacks:
+            cb.on_fit_start(ctx, st.b_acc, st.b_loss)
+    else:
+        st = _restore(resume, model, optimizer, strategy, callbacks, device)
+        ctx.step = st.step
+        ctx.seen_classes = tuple(st.seen_classes)
+        for cb in callbacks:
+            cb.on_resume(ctx)
+
+    def payload() -> dict[str, Any]:
+        return {
+            "format": PAYLOAD_FORMAT,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "strategy": strategy.state_dict(),
+            "callbacks": [cb.state_dict() for cb in callbacks],
+            "rng": rng_state(),
+            "loop": {
+                "exp_index": st.exp_index,
+                "k": st.k,
+                "step": st.step,
+                "perm": None if st.perm is None else st.perm.cpu().clone(),
+                "order_state": st.order_state,
+                "data_fingerprint": st.data_fingerprint,
+                "R": st.R,
+                "L": st.L,
+                "b_acc": st.b_acc,
+                "b_loss": st.b_loss,
+                "exp_seconds": st.exp_seconds,
+                "skipped": st.skipped,
+                "seconds": st.seconds + (time.perf_counter() - t_start),
+                "eval_seconds": st.eval_seconds,
+                "seen_classes": list(ctx.seen_classes),
+            },
+        }
+
+    def save() -> None:
+        if checkpointer is not None:
+            checkpointer.save(payload(), st.step)
+
+    for exp in stream.experiences[st.exp_index :]:
         t_exp = time.perf_counter()
+        mid = st.k > 0 or st.perm is not None  # resuming inside this experience
         ctx.experience = exp
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
-        ctx.step_in_experience = 0
-        if s.reset_optimizer and exp.index > 0:
-            optimizer = make_optimizer(model, s)
-        strategy.before_experience(ctx)
-        for cb in callbacks:
-            cb.on_experience_start(ctx)
+        if not mid:
+            if s.reset_optimizer and exp.index > 0:
+                optimizer = make_optimizer(model, s)
+            strategy.before_experience(ctx)
+            for cb in callbacks:
+                cb.on_experience_start(ctx)
 
         data = strategy.train_split(ctx, exp.train)
         n = len(data)
         per_epoch, total = steps_for(n, s)
         ctx.steps_in_experience = total
         order_gen = torch.Generator().manual_seed(ctx.seed_for("order", exp.index))
-        label = f"{exp.name} ({exp.index + 1}/{len(stream)})"
-        progress.begin(label, total)
-        perm = torch.empty(0, dtype=torch.long)
-        for k in range(total):
+        if mid:
+            if fingerprint(data) != st.data_fingerprint:
+                raise CheckpointError(
+                    f"cannot resume inside experience {exp.index}: the training data that {strategy.describe()} "
+                    "gives for it differ from the checkpointed run's; resume from an experience-boundary checkpoint"
+                )
+            assert st.order_state is not None and st.perm is not None
+            order_gen.set_state(st.order_state)
+            perm = st.perm.to(device)
+        else:
+            st.data_fingerprint = fingerprint(data)
+            perm = torch.empty(0, dtype=torch.long)
+        progress.begin(f"{exp.name} ({exp.index + 1}/{len(stream)})", total)
+        for k in range(st.k, total):
+            st.k, ctx.step_in_experience = k, k
+            if should_stop is not None and should_stop():
+                save()
+                raise RunInterrupted(f"stopped at step {st.step} (experience {exp.index}, step {k} of {total})")
             pos = k % per_epoch
-            if pos == 0:  # new epoch: new shuffled order of this experience's data
-                ctx.epoch = k // per_epoch
+            if pos == 0:  # new epoch: a new shuffled order of this experience's data
                 perm = torch.randperm(n, generator=order_gen).to(device)
+                st.perm, st.order_state = perm, order_gen.get_state()
+            ctx.epoch = k // per_epoch
             idx = perm[pos * s.batch_size : (pos + 1) * s.batch_size]
             batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
             batch = strategy.prepare_batch(ctx, batch)
@@ -186,16 +328,16 @@ def fit(
             # "stop" checks a device-side flag every 25 steps and at the end of the experience.
             if sync_check:
                 if not math.isfinite(loss.item()):
-                    if s.divergence == "skip":
-                        skipped += 1
-                        ctx.step_in_experience = k + 1
-                        continue
-                    raise _diverged(ctx.step, exp.index, exp.name, k, total)
+                    if s.divergence != "skip":
+                        raise _diverged(st.step, exp.index, exp.name, k, total)
+                    st.skipped += 1
+                    st.k = ctx.step_in_experience = k + 1
+                    continue
             else:
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), ctx.step, first_bad)
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), st.step, first_bad)
                 if (k % 25 == 24 or k == total - 1) and int(first_bad) >= 0:
                     bad = int(first_bad)
-                    raise _diverged(bad, exp.index, exp.name, bad - (ctx.step - k), total)
+                    raise _diverged(bad, exp.index, exp.name, bad - (st.step - k), total)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             strategy.before_step(ctx)
@@ -203,34 +345,68 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
             optimizer.step()
             strategy.after_step(ctx, batch)
-            ctx.step += 1
-            ctx.step_in_experience = k + 1
+            st.step += 1
+            st.k = k + 1
+            ctx.step, ctx.step_in_experience = st.step, k + 1
             for cb in callbacks:
                 cb.on_step_end(ctx, batch, loss)
             if k % 10 == 9 or k == total - 1:
                 progress.update(k + 1, total, f"loss {loss.item():.3f}")
+            if checkpointer is not None and checkpointer.every and st.step % checkpointer.every == 0:
+                save()
         progress.end()
 
         strategy.after_experience(ctx)
         t0 = time.perf_counter()
         acc, losses = evaluate_stream(ctx, strategy, s.eval_batch_size)
-        eval_seconds += time.perf_counter() - t0
-        R.append(acc)
-        L.append(losses)
-        exp_seconds.append(time.perf_counter() - t_exp)
+        st.eval_seconds += time.perf_counter() - t0
+        st.R.append(acc)
+        st.L.append(losses)
+        st.exp_seconds.append(time.perf_counter() - t_exp)
         for cb in callbacks:
             cb.on_experience_end(ctx, acc, losses)
+        st.exp_index, st.k, st.perm, st.order_state, st.data_fingerprint = exp.index + 1, 0, None, None, None
+        save()
 
-    seconds = time.perf_counter() - t_start
+    seconds = st.seconds + (time.perf_counter() - t_start)
     return FitResult(
-        accuracy_matrix=R,
-        loss_matrix=L,
-        random_init_acc=b_acc,
-        random_init_loss=b_loss,
-        steps=ctx.step,
+        accuracy_matrix=st.R,
+        loss_matrix=st.L,
+        random_init_acc=st.b_acc,
+        random_init_loss=st.b_loss,
+        steps=st.step,
         seconds=seconds,
-        train_seconds=seconds - eval_seconds,
-        eval_seconds=eval_seconds,
-        experience_seconds=exp_seconds,
-        skipped_batches=skipped,
+        train_seconds=seconds - st.eval_seconds,
+        eval_seconds=st.eval_seconds,
+        experience_seconds=st.exp_seconds,
+        skipped_batches=st.skipped,
     )
+
+
+def _restore(
+    payload: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    strategy: Strategy,
+    callbacks: Sequence[Callback],
+    device: torch.device,
+) -> LoopState:
+    if payload.get("format") != PAYLOAD_FORMAT:
+        raise CheckpointError(f"checkpoint payload format {payload.get('format')!r} is not {PAYLOAD_FORMAT}")
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        strategy.load_state_dict(payload["strategy"], device)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint does not match this model/strategy: {e}") from None
+    saved_cbs = payload.get("callbacks", [])
+    if len(saved_cbs) != len(callbacks):
+        raise CheckpointError(f"checkpoint has state for {len(saved_cbs)} callbacks, this run has {len(callbacks)}")
+    for cb, cs in zip(callbacks, saved_cbs, strict=True):
+        cb.load_state_dict(cs)
+    set_rng_state(payload["rng"])
+    lp = payload["loop"]
+    st = LoopState(**{k: lp[k] for k in LoopState.__dataclass_fields__ if k in lp})
+    if st.perm is not None:
+        st.perm = st.perm.to(device)
+    return st
