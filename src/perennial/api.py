@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from perennial.config import RunConfig
-from perennial.evaluation import summarize
+from perennial.evaluation import CONTINUAL_METRICS, summarize, summarize_log
 from perennial.models import build_model
 from perennial.store import RunRecord, RunStore
 from perennial.strategies import Context, make_strategy
 from perennial.streams import Stream, build_benchmark
-from perennial.train import Callback, Progress, fit
+from perennial.train import Callback, ContinualEvaluator, Progress, fit
 
 
 def versions() -> dict[str, str]:
@@ -106,7 +106,16 @@ def run(
             versions=vers,
             overwrite=overwrite,
         )
+        store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
         cbs.insert(0, StoreRecorder(store, run_id))
+    evaluator = None
+    eval_writer = None
+    if cfg.eval.every is not None:
+        eval_writer = store.eval_writer(run_id) if store is not None else None
+        evaluator = ContinualEvaluator.from_settings(
+            strategy, cfg.eval, batch_size=cfg.train.eval_batch_size, sink=eval_writer
+        )
+        cbs.append(evaluator)
     try:
         result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
     except KeyboardInterrupt:
@@ -117,10 +126,18 @@ def run(
         if store is not None:
             store.mark(run_id, "failed", f"{type(e).__name__}: {e}")
         raise
+    finally:
+        if eval_writer is not None:
+            eval_writer.close()
     metrics = summarize(result.accuracy_matrix, result.random_init_acc)
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
+    if evaluator is not None:
+        # from the store when there is one: it holds the whole log (also of a run resumed midway)
+        log = store.eval_log(run_id) if store is not None else evaluator.log
+        metrics.update(summarize_log(log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        metrics["continual_eval_seconds"] = evaluator.seconds
     if store is not None:
         store.finish_run(run_id, metrics, result.seconds)
         return store.get(run_id)
@@ -142,11 +159,14 @@ def run(
         accuracy_matrix=result.accuracy_matrix,
         loss_matrix=[list(r) for r in result.loss_matrix],
         random_init_acc=result.random_init_acc,
+        experience_names=[e.name for e in stream],
+        eval_log=evaluator.log if evaluator is not None else [],
     )
 
 
-#: metrics aggregated by ``compare`` (mean and standard error over seeds)
-COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc")
+#: metrics aggregated by ``compare`` (mean and standard error over seeds); the continual ones
+#: are None unless the runs used continual evaluation (``--eval-every``)
+COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_METRICS)
 
 
 def mean_sem(values: Sequence[float | None]) -> tuple[float | None, float | None]:

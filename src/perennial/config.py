@@ -24,7 +24,7 @@ from perennial.models import MODELS
 from perennial.strategies import make_strategy
 from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
-from perennial.train import TrainSettings
+from perennial.train import ContinualEvalSettings, TrainSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +70,7 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: ContinualEvalSettings = Field(default_factory=ContinualEvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -156,7 +157,7 @@ def build_config(
     """Assemble and validate a run config from its layers (see module docstring).
 
     ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
-    ``seed`` (None = not given).
+    ``seed``, ``eval_every``, ``eval_budget`` (None = not given).
     """
     problems: list[tuple[str, str]] = []
     layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
@@ -174,6 +175,10 @@ def build_config(
         layer_flags.setdefault("strategy", {})["name"] = flags["strategy"]
     if flags.get("seed") is not None:
         layer_flags["seed"] = flags["seed"]
+    if flags.get("eval_every") is not None:
+        layer_flags.setdefault("eval", {})["every"] = flags["eval_every"]
+    if flags.get("eval_budget") is not None:
+        layer_flags.setdefault("eval", {})["budget"] = flags["eval_budget"]
 
     for layer in (layer_file, layer_set):
         for k, v in layer.items():
@@ -183,7 +188,7 @@ def build_config(
                 close = difflib.get_close_matches(k, TOP_KEYS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 problems.append((k, f"unknown key; {hint}allowed: {', '.join(TOP_KEYS)}"))
-            elif k in ("benchmark", "model", "strategy", "train") and not isinstance(v, Mapping):
+            elif k in ("benchmark", "model", "strategy", "train", "eval") and not isinstance(v, Mapping):
                 if k in ("benchmark", "strategy") and isinstance(v, str):
                     layer[k] = {"name": v}  # "strategy = 'replay'" shorthand
                 else:
@@ -231,6 +236,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelConfig,
     "strategy": StrategyConfig,
     "train": TrainSettings,
+    "eval": ContinualEvalSettings,
 }
 
 
@@ -330,6 +336,7 @@ def reference_markdown() -> str:
     out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
+    out += ["### `eval` (continual evaluation)", "", *head, *_field_rows(ContinualEvalSettings, "eval"), ""]
     out += ["### `model` (by `model.name`)", ""]
     for name, spec in MODELS.items():
         out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]
