@@ -106,6 +106,8 @@ def test_report_command(grid):
     assert r.exit_code == 2 and "did you mean" in r.output and not (grid / "bad").exists()
     r = invoke("report", "--store", store)
     assert r.exit_code == 2 and "run id" in r.output
+    r = invoke("report", "--help")
+    assert r.exit_code == 0 and "--out" in r.output and "--from" in r.output
     # show prints the continual metrics of a stored run
     r = invoke("show", ids[-1], "--store", store)
     assert r.exit_code == 0 and "min_acc" in r.output and "stability_gap" in r.output
