@@ -26,7 +26,7 @@ from perennial.store import CheckpointDir, RunStore
 from perennial.strategies import STRATEGIES
 from perennial.train import Callback
 
-TIMING = {"seconds", "train_seconds", "eval_seconds"}
+TIMING = {"seconds", "train_seconds", "eval_seconds", "continual_eval_seconds"}
 
 
 class Killed(BaseException):
@@ -250,3 +250,15 @@ def test_cli_sigterm_checkpoints_and_exits_130(tmp_path):
     p = _cli("resume", "T", "--store", str(tmp_path), "-q")
     assert p.wait(300) == 0
     assert RunStore(tmp_path).get("T").status == "finished"
+
+
+def test_resume_with_continual_evaluation_keeps_the_log_exact(tmp_path):
+    """The per-step eval log of a killed-and-resumed run equals the uninterrupted one."""
+    store = RunStore(tmp_path)
+    cfg = config("replay", **{"eval.every": 4, "eval.budget": 50})
+    ref = api.run(cfg, store=store, run_id="ref")
+    got = run_with_kills(store, cfg, "victim", [9, 41])
+    assert results(got) == results(ref)
+    assert got.metrics["min_acc"] == ref.metrics["min_acc"]
+    strip = lambda log: [(r.step, r.exp_trained, r.exp_eval, r.acc, r.loss) for r in log]  # noqa: E731
+    assert strip(store.eval_log("victim")) == strip(store.eval_log("ref"))

@@ -23,12 +23,12 @@ from pydantic import ValidationError
 
 from perennial.config import RunConfig, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
-from perennial.evaluation import summarize
+from perennial.evaluation import CONTINUAL_METRICS, summarize, summarize_log
 from perennial.models import Classifier, build_model
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
-from perennial.train import Callback, FitResult, Progress, fit
+from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, fit
 
 
 def versions() -> dict[str, str]:
@@ -172,8 +172,10 @@ def run(
     config = cfg.to_dict()
     vers = versions()
     if store is None:
-        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=callbacks, progress=progress)
-        return _record_from_result(cfg, run_id, stream, config, vers, result)
+        evaluator = _evaluator(cfg, strategy, None)
+        cbs = [*callbacks, *([evaluator] if evaluator is not None else [])]
+        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
+        return _record_from_result(cfg, run_id, stream, config, vers, result, evaluator)
     store.create_run(
         run_id,
         benchmark=cfg.benchmark.name,
@@ -185,6 +187,7 @@ def run(
         versions=vers,
         overwrite=overwrite,
     )
+    store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
     ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
     ckdir.clear()  # an overwritten run must not resume from the old run's files
     return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks)
@@ -237,7 +240,11 @@ def _fit_in_store(
     callbacks: Sequence[Callback],
 ) -> RunRecord:
     checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, _identity(cfg, run_id))
-    cbs = [StoreRecorder(store, run_id), *callbacks]
+    eval_writer = store.eval_writer(run_id) if cfg.eval.every is not None else None
+    evaluator = _evaluator(cfg, strategy, eval_writer)
+    cbs = [StoreRecorder(store, run_id), *callbacks, *([evaluator] if evaluator is not None else [])]
+    if payload is not None:  # measurements made after the checkpoint are made again
+        store.delete_eval_after(run_id, int(payload["loop"]["step"]))
     try:
         with stop_on_signals() as should_stop:
             result = fit(
@@ -258,10 +265,24 @@ def _fit_in_store(
     except BaseException as e:
         store.mark(run_id, "failed", f"{type(e).__name__}: {e}")
         raise
-    store.finish_run(run_id, _metrics(result), result.seconds)
+    finally:
+        if eval_writer is not None:
+            eval_writer.close()
+    metrics = _metrics(result)
+    if evaluator is not None:
+        # from the store: it holds the whole log, also of a run resumed midway
+        metrics.update(summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        metrics["continual_eval_seconds"] = evaluator.seconds
+    store.finish_run(run_id, metrics, result.seconds)
     if not cfg.checkpoint.keep_after_finish:
         ckdir.clear()
     return store.get(run_id)
+
+
+def _evaluator(cfg: RunConfig, strategy: Strategy, sink: Any) -> ContinualEvaluator | None:
+    if cfg.eval.every is None:
+        return None
+    return ContinualEvaluator.from_settings(strategy, cfg.eval, batch_size=cfg.train.eval_batch_size, sink=sink)
 
 
 def _metrics(result: FitResult) -> dict[str, Any]:
@@ -273,9 +294,19 @@ def _metrics(result: FitResult) -> dict[str, Any]:
 
 
 def _record_from_result(
-    cfg: RunConfig, run_id: str, stream: Stream, config: dict[str, Any], vers: dict[str, str], result: FitResult
+    cfg: RunConfig,
+    run_id: str,
+    stream: Stream,
+    config: dict[str, Any],
+    vers: dict[str, str],
+    result: FitResult,
+    evaluator: ContinualEvaluator | None,
 ) -> RunRecord:
     now = time.time()
+    metrics = _metrics(result)
+    if evaluator is not None:
+        metrics.update(summarize_log(evaluator.log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        metrics["continual_eval_seconds"] = evaluator.seconds
     return RunRecord(
         run_id=run_id,
         status="finished",
@@ -288,17 +319,20 @@ def _record_from_result(
         updated=now,
         config=config,
         versions=vers,
-        metrics=_metrics(result),
+        metrics=metrics,
         seconds=result.seconds,
         error=None,
         accuracy_matrix=result.accuracy_matrix,
         loss_matrix=[list(r) for r in result.loss_matrix],
         random_init_acc=result.random_init_acc,
+        experience_names=[e.name for e in stream],
+        eval_log=evaluator.log if evaluator is not None else [],
     )
 
 
-#: metrics aggregated by ``compare`` (mean and standard error over seeds)
-COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc")
+#: metrics aggregated by ``compare`` (mean and standard error over seeds); the continual ones
+#: are None unless the runs used continual evaluation (``--eval-every``)
+COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_METRICS)
 
 
 def mean_sem(values: Sequence[float | None]) -> tuple[float | None, float | None]:

@@ -52,6 +52,18 @@ ScenarioOpt = Annotated[
     str | None, typer.Option("--scenario", help="class, task or domain (default: the benchmark's own).")
 ]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write a JSON summary to this file ('-' for stdout).")]
+EvalEveryOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--eval-every",
+        min=1,
+        help="Continual evaluation: evaluate every seen experience every N training steps (stability gap, min-ACC).",
+    ),
+]
+EvalBudgetOpt = Annotated[
+    int | None,
+    typer.Option("--eval-budget", min=1, help="Continual evaluation: test samples per experience (default 300)."),
+]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar and no tables; errors still go to stderr.")
 ]
@@ -132,13 +144,20 @@ def _matrix_table(rec: Any) -> Table:
     return t
 
 
+#: continual-evaluation metrics shown by run/show (those in %; gap_recover_steps is in steps)
+CONTINUAL_SHOWN = ("min_acc", "wc_acc", "wf", "wp", "lca", "stability_gap")
+
+
 def _metrics_table(metrics: dict[str, Any]) -> Table:
     t = Table(title="metrics", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc"):
+    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_SHOWN):
         if k in metrics:
             t.add_row(k, _pct(metrics[k]) if metrics[k] is not None else "–")
+    if "gap_recover_steps" in metrics:
+        v = metrics["gap_recover_steps"]
+        t.add_row("gap_recover_steps", f"{v:.0f}" if v is not None and v == v else "–")
     return t
 
 
@@ -148,6 +167,11 @@ TABLE_METRICS = ("acc", "forgetting", "bwt", "fwt", "learning_acc")
 METRIC_HELP = (
     "acc: final average accuracy; forgetting: max-minus-last (Chaudhry); bwt/fwt: backward/forward "
     "transfer; learning_acc: mean of R[i,i]. All in %."
+)
+CONTINUAL_HELP = (
+    "min_acc: mean worst accuracy on old experiences; wc_acc: worst-case accuracy; wf/wp: windowed "
+    "forgetting/plasticity; lca: learning curve area; stability_gap: mean drop right after a switch "
+    "(docs/continual-evaluation.md)."
 )
 
 
@@ -190,6 +214,8 @@ def run(
             "--dry-run", help="Validate the config, build stream, model and strategy, print the config; train nothing."
         ),
     ] = False,
+    eval_every: EvalEveryOpt = None,
+    eval_budget: EvalBudgetOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -211,6 +237,8 @@ def run(
             scenario=scenario,
             seed=seed,
             checkpoint_every=checkpoint_every,
+            eval_every=eval_every,
+            eval_budget=eval_budget,
         )
         if dry_run:
             stream, strat, model = api.build(cfg)
@@ -236,6 +264,8 @@ def _report_run(rec: Any, store: Path, quiet: bool, json_out: Path | None) -> No
         out.print(_matrix_table(rec))
         out.print(_metrics_table(rec.metrics or {}))
         out.print(METRIC_HELP, style="dim", markup=False)
+        if rec.eval_log:
+            out.print(CONTINUAL_HELP, style="dim", markup=False)
         out.print(f"run [bold]{rec.run_id}[/] recorded in {store} ({rec.seconds:.1f} s)")
     for note in rec.notes:
         err.print(note, style="yellow", markup=False, soft_wrap=True)
@@ -279,12 +309,18 @@ def compare(
     set_: SetOpt = None,
     config: ConfigOpt = None,
     store: StoreOpt = Path(DEFAULT_STORE),
+    eval_every: EvalEveryOpt = None,
+    eval_budget: EvalBudgetOpt = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write an HTML report of the grid (plots, tables) into this directory."),
+    ] = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run several strategies over several seeds; print mean ± standard error per metric.
 
-    Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3
+    Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
     """
     from perennial import api
     from perennial.config import build_config
@@ -299,7 +335,14 @@ def compare(
         for name in names:
             try:
                 cfgs[name] = build_config(
-                    config, set_ or (), benchmark=benchmark, strategy=name, scenario=scenario, seed=seed
+                    config,
+                    set_ or (),
+                    benchmark=benchmark,
+                    strategy=name,
+                    scenario=scenario,
+                    seed=seed,
+                    eval_every=eval_every,
+                    eval_budget=eval_budget,
                 )
             except ConfigError as e:
                 problems += [(f"[{name}] {f}", m) for f, m in e.problems]
@@ -337,13 +380,14 @@ def compare(
                 title_justify="left",
             )
             t.add_column("strategy", style="bold", no_wrap=True)
-            for m in TABLE_METRICS:
+            shown = TABLE_METRICS + tuple(m for m in ("min_acc",) if any(r[f"{m}_mean"] is not None for r in res.rows))
+            for m in shown:
                 t.add_column(m.replace("learning_acc", "learn_acc"), justify="right", no_wrap=True)
             t.add_column("s/run", justify="right", no_wrap=True)
             for row in res.rows:
                 t.add_row(
                     row["strategy"],
-                    *[_pct(row[f"{m}_mean"], row[f"{m}_sem"]) for m in TABLE_METRICS],
+                    *[_pct(row[f"{m}_mean"], row[f"{m}_sem"]) for m in shown],
                     f"{row['seconds_mean']:.1f}",
                 )
             out.print(t)
@@ -351,6 +395,12 @@ def compare(
             out.print(f"{len(res.runs)} runs recorded in {store} in {time.perf_counter() - t0:.0f} s")
         if json_out is not None:
             _write_json(json_out, res.to_dict())
+        if report is not None:
+            from perennial.report import write_report
+
+            path = write_report(st, [r.run_id for r in res.runs], report)
+            if not quiet:
+                out.print(f"report: {path}")
 
 
 @app.command()
@@ -413,9 +463,55 @@ def show(
         if rec.error:
             out.print(f"[red]{rec.error}[/]")
         out.print(_matrix_table(rec))
-        if rec.metrics:
-            out.print(_metrics_table(rec.metrics))
+        metrics = {**(rec.metrics or {}), **rec.continual_metrics()}
+        if metrics:
+            out.print(_metrics_table(metrics))
+        if rec.eval_log:
+            out.print(CONTINUAL_HELP, style="dim", markup=False)
         out.print("config: " + json.dumps(rec.config, sort_keys=True))
+
+
+@app.command("report")
+def report_cmd(
+    run_ids: Annotated[
+        list[str] | None, typer.Argument(help="Run ids (see: perennial runs); several seeds/strategies are compared.")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.html and the PNG plots.")] = Path(
+        "perennial-report"
+    ),
+    from_json: Annotated[
+        Path | None,
+        typer.Option("--from", help="Take the run ids from a JSON file written by compare --json or run --json."),
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Title of the report.")] = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+) -> None:
+    """Write a self-contained HTML report (plots embedded, PNGs beside it) of stored runs.
+
+    Example: perennial report RUN_ID [RUN_ID ...] --out report  (then open report/report.html)
+    """
+    with errors_to_exit():
+        ids = list(run_ids or [])
+        if from_json is not None:
+            ids += _ids_from_json(from_json)
+        if not ids:
+            raise ConfigError([("RUN_ID", "give at least one run id (see: perennial runs) or --from FILE")])
+        from perennial.report import write_report
+
+        path = write_report(_store(store), list(dict.fromkeys(ids)), out_dir, title=title)
+        out.print(f"report: {path}")
+
+
+def _ids_from_json(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError([("--from", f"cannot read run ids from {path}: {e}")]) from None
+    if isinstance(data, dict) and isinstance(data.get("run_ids"), list):
+        return [str(x) for x in data["run_ids"]]
+    if isinstance(data, dict) and isinstance(data.get("run_id"), str):
+        return [data["run_id"]]
+    raise ConfigError([("--from", f"{path} has no run_ids (compare --json) or run_id (run --json)")])
 
 
 @list_app.command("strategies")

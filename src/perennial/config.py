@@ -24,7 +24,7 @@ from perennial.models import MODELS
 from perennial.strategies import make_strategy
 from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
-from perennial.train import TrainSettings
+from perennial.train import ContinualEvalSettings, TrainSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +85,7 @@ class RunConfig(BaseModel):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    eval: ContinualEvalSettings = Field(default_factory=ContinualEvalSettings)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -179,7 +180,7 @@ def build_config(
     """Assemble and validate a run config from its layers (see module docstring).
 
     ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
-    ``seed``, ``checkpoint_every`` (None = not given).
+    ``seed``, ``checkpoint_every``, ``eval_every``, ``eval_budget`` (None = not given).
     """
     problems: list[tuple[str, str]] = []
     layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
@@ -199,6 +200,10 @@ def build_config(
         layer_flags["seed"] = flags["seed"]
     if flags.get("checkpoint_every") is not None:
         layer_flags.setdefault("checkpoint", {})["every"] = flags["checkpoint_every"]
+    if flags.get("eval_every") is not None:
+        layer_flags.setdefault("eval", {})["every"] = flags["eval_every"]
+    if flags.get("eval_budget") is not None:
+        layer_flags.setdefault("eval", {})["budget"] = flags["eval_budget"]
 
     for layer in (layer_file, layer_set):
         for k, v in layer.items():
@@ -269,6 +274,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "strategy": StrategyConfig,
     "train": TrainSettings,
     "checkpoint": CheckpointConfig,
+    "eval": ContinualEvalSettings,
 }
 
 
@@ -369,6 +375,7 @@ def reference_markdown() -> str:
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
     out += ["### `checkpoint`", "", *head, *_field_rows(CheckpointConfig, "checkpoint"), ""]
+    out += ["### `eval` (continual evaluation)", "", *head, *_field_rows(ContinualEvalSettings, "eval"), ""]
     out += ["### `model` (by `model.name`)", ""]
     for name, spec in MODELS.items():
         out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]

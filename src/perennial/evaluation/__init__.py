@@ -1,5 +1,17 @@
 """Evaluation: metrics as pure functions over numbers (never models)."""
 
+from perennial.evaluation.continual import (
+    CONTINUAL_METRICS,
+    EvalRecord,
+    learning_curve_area,
+    min_acc,
+    stability_gaps,
+    summarize_log,
+    validate_log,
+    wc_acc,
+    windowed_forgetting,
+    windowed_plasticity,
+)
 from perennial.evaluation.metrics import (
     as_matrix,
     average_accuracy,
@@ -15,6 +27,8 @@ from perennial.evaluation.metrics import (
 )
 
 __all__ = [
+    "CONTINUAL_METRICS",
+    "EvalRecord",
     "as_matrix",
     "average_accuracy",
     "average_incremental_accuracy",
@@ -25,5 +39,13 @@ __all__ = [
     "forward_transfer",
     "intransigence",
     "learning_accuracy",
+    "learning_curve_area",
+    "min_acc",
+    "stability_gaps",
     "summarize",
+    "summarize_log",
+    "validate_log",
+    "wc_acc",
+    "windowed_forgetting",
+    "windowed_plasticity",
 ]

@@ -14,13 +14,14 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from perennial.errors import StoreError
+from perennial.evaluation.continual import EvalRecord, summarize_log
 from perennial.store.checkpoints import CheckpointDir
 
 T = TypeVar("T")
@@ -54,6 +55,23 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (run_id, row, col)
 );
 CREATE INDEX IF NOT EXISTS runs_by_group ON runs (benchmark, scenario, strategy);
+CREATE TABLE IF NOT EXISTS eval_log (  -- continual evaluation: one row per (step, evaluated experience)
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,         -- optimizer steps taken so far in the run
+    exp_trained INTEGER NOT NULL,  -- experience being trained
+    exp_eval INTEGER NOT NULL,     -- experience evaluated
+    acc REAL NOT NULL,
+    loss REAL,
+    grid INTEGER NOT NULL DEFAULT 1,  -- 1: regular schedule; 0: extra point for the learning curve area
+    PRIMARY KEY (run_id, step, exp_trained, exp_eval)
+);
+CREATE TABLE IF NOT EXISTS experiences (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    classes TEXT NOT NULL,         -- JSON list of class indices
+    PRIMARY KEY (run_id, idx)
+);
 """
 
 
@@ -103,6 +121,16 @@ class RunRecord:
     loss_matrix: list[list[float | None]] = field(default_factory=list)
     random_init_acc: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. warnings from a resume (not stored)
+    experience_names: list[str] = field(default_factory=list)
+    eval_log: list[EvalRecord] = field(default_factory=list)  # continual evaluation (empty: off)
+
+    def continual_metrics(self) -> dict[str, Any]:
+        """Metrics of the per-step evaluation log (empty when there is none), with the run's
+        own window and LCA beta (``eval.window``, ``eval.lca_beta``)."""
+        if not self.eval_log:
+            return {}
+        ev = self.config.get("eval") or {}
+        return summarize_log(self.eval_log, window=ev.get("window", 10), lca_beta=ev.get("lca_beta", 10))
 
     def summary(self) -> dict[str, Any]:
         """The run summary written by ``--json`` (same keys for fresh and stored runs)."""
@@ -117,12 +145,83 @@ class RunRecord:
                 "accuracy_matrix": self.accuracy_matrix,
                 "loss_matrix": self.loss_matrix,
                 "random_init_acc": self.random_init_acc,
-                "metrics": self.metrics or {},
+                "metrics": {**(self.metrics or {}), **self.continual_metrics()},
+                "experience_names": self.experience_names,
                 "seconds": self.seconds,
                 "config": self.config,
                 "versions": self.versions,
             }
         )
+
+
+class EvalLogWriter:
+    """Writes continual-evaluation rows as they are measured, one short transaction each.
+
+    Every evaluation during training (every few steps) becomes one transaction, so it keeps one
+    connection open for the run, with ``synchronous=NORMAL``: a commit then costs well under a
+    millisecond instead of a disk flush (opening and closing a connection per write makes
+    SQLite checkpoint the WAL with a flush every time). Committed rows survive a crash or kill
+    of the process (they are in the WAL); the next fully synchronous commit of the store (e.g.
+    the accuracy-matrix row at the end of the experience) makes them safe from power loss too.
+    """
+
+    SQL = (
+        "INSERT OR REPLACE INTO eval_log (run_id, step, exp_trained, exp_eval, acc, loss, grid) VALUES (?,?,?,?,?,?,?)"
+    )
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+        self._con: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._con is None:
+            try:
+                con = sqlite3.connect(self.store.path, timeout=self.store.timeout, isolation_level=None)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open the run store {self.store.path}: {e}") from None
+            con.execute(f"PRAGMA busy_timeout={int(self.store.timeout * 1000)}")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._con = con
+        return self._con
+
+    def __call__(self, records: Sequence[EvalRecord]) -> None:
+        rows = [
+            (
+                self.run_id,
+                int(r.step),
+                int(r.exp_trained),
+                int(r.exp_eval),
+                float(r.acc),
+                None if r.loss is None or not math.isfinite(r.loss) else float(r.loss),
+                int(bool(r.grid)),
+            )
+            for r in records
+        ]
+        if not rows:
+            return
+
+        def go() -> None:
+            con = self._connection()
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany(self.SQL, rows)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+        self.store._retry(go)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> EvalLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class RunStore:
@@ -265,6 +364,50 @@ class RunStore:
             ]
         )
 
+    def record_experiences(self, run_id: str, names: list[str], classes: list[list[int]]) -> None:
+        """The stream's experience names and classes (for tables and plots)."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO experiences (run_id, idx, name, classes) VALUES (?,?,?,?)",
+                    [
+                        (run_id, i, n, json.dumps([int(c) for c in cs]))
+                        for i, (n, cs) in enumerate(zip(names, classes, strict=True))
+                    ],
+                )
+            ]
+        )
+
+    def record_eval(self, run_id: str, records: Sequence[EvalRecord]) -> None:
+        """Append rows of the continual-evaluation log in one transaction (a row measured again
+        at the same step, trained and evaluated experience replaces the old one). For many
+        small writes during a run, :meth:`eval_writer` is much cheaper."""
+        with self.eval_writer(run_id) as write:
+            write(records)
+
+    def eval_writer(self, run_id: str) -> EvalLogWriter:
+        """A writer of ``run_id``'s eval log over one connection kept open (close it, or use ``with``)."""
+        return EvalLogWriter(self, run_id)
+
+    def delete_eval_after(self, run_id: str, step: int) -> int:
+        """Remove continual-evaluation rows measured after ``step`` (rows at ``step`` stay);
+        for a run resumed from a checkpoint taken at ``step``. Returns the rows removed."""
+        removed = [0]
+
+        def go() -> None:
+            with self._connect() as con:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = con.execute("DELETE FROM eval_log WHERE run_id=? AND step>?", (run_id, int(step)))
+                    removed[0] = cur.rowcount
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+
+        self._retry(go)
+        return removed[0]
+
     def finish_run(self, run_id: str, metrics: dict[str, Any], seconds: float) -> None:
         self._write(
             [
@@ -287,7 +430,14 @@ class RunStore:
         )
 
     def delete(self, run_id: str) -> None:
-        self._write([("DELETE FROM results WHERE run_id=?", (run_id,)), ("DELETE FROM runs WHERE run_id=?", (run_id,))])
+        self._write(
+            [
+                ("DELETE FROM results WHERE run_id=?", (run_id,)),
+                ("DELETE FROM eval_log WHERE run_id=?", (run_id,)),
+                ("DELETE FROM experiences WHERE run_id=?", (run_id,)),
+                ("DELETE FROM runs WHERE run_id=?", (run_id,)),
+            ]
+        )
 
     # ----------------------------------------------------------------- reads
     def exists(self, run_id: str) -> bool:
@@ -305,9 +455,10 @@ class RunStore:
                 rows = con.execute(
                     "SELECT row, col, acc, loss FROM results WHERE run_id=? ORDER BY row, col", (run_id,)
                 ).fetchall()
-                return r, rows
+                exps = con.execute("SELECT name FROM experiences WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
+                return r, rows, exps
 
-        r, rows = self._retry(go)
+        r, rows, exps = self._retry(go)
         if r is None:
             close = self._close_ids(run_id)
             hint = f"; did you mean {', '.join(close)}?" if close else "; list runs with: perennial runs"
@@ -322,7 +473,22 @@ class RunStore:
             cols = by_row[i]
             rec.accuracy_matrix.append([cols[j][0] for j in sorted(cols)])
             rec.loss_matrix.append([cols[j][1] for j in sorted(cols)])
+        rec.experience_names = [e["name"] for e in exps]
+        rec.eval_log = self.eval_log(run_id)
         return rec
+
+    def eval_log(self, run_id: str) -> list[EvalRecord]:
+        """The run's continual-evaluation log in time order (empty when it was off)."""
+
+        def go() -> list[Any]:
+            with self._connect() as con:
+                return con.execute(
+                    "SELECT step, exp_trained, exp_eval, acc, loss, grid FROM eval_log WHERE run_id=?"
+                    " ORDER BY step, exp_trained, exp_eval",
+                    (run_id,),
+                ).fetchall()
+
+        return [EvalRecord(s, t, e, a, lo, bool(g)) for s, t, e, a, lo, g in self._retry(go)]
 
     def list(
         self,

@@ -1,5 +1,6 @@
 """Training: the one loop (``fit``), schedules, settings and evaluation."""
 
+from perennial.train.continual import ContinualEvalSettings, ContinualEvaluator
 from perennial.train.evaluate import evaluate_split, evaluate_stream
 from perennial.train.loop import Callback, FitResult, fit, make_optimizer, resolve_device, seed_everything
 from perennial.train.progress import NoProgress, Progress, RichProgress
@@ -8,6 +9,8 @@ from perennial.train.settings import TrainSettings
 
 __all__ = [
     "Callback",
+    "ContinualEvalSettings",
+    "ContinualEvaluator",
     "FitResult",
     "NoProgress",
     "Progress",
