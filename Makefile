@@ -2,7 +2,7 @@
 #   make demo    install, then run the main job (compare 5 strategies on split-mnist, 3 seeds)
 #   make test    install, then run the test suite
 #   make lint    ruff check + format check
-#   make bench   speed benchmarks (bench/overhead.py, bench/continual_eval_overhead.py)
+#   make bench   speed benchmarks (bench/overhead.py, bench/continual_eval_overhead.py, bench/lm_throughput.py)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -38,6 +38,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py --json bench/results/overhead.json
 	$(BIN)/python bench/continual_eval_overhead.py --json bench/results/continual_eval_overhead.json
+	$(BIN)/python bench/lm_throughput.py --json bench/results/lm_throughput.json
 
 lock: $(STAMP)
 	{ grep '^#' requirements/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.tmp

@@ -27,3 +27,20 @@ def tiny_stream(scenario: str = "class", n_classes: int = 6, per_exp: int = 2, s
     xtr, ytr = make_blobs(30, n_classes, seed=seed)
     xte, yte = make_blobs(10, n_classes, seed=seed, sample_seed=seed + 100)
     return split_by_class(xtr, ytr, xte, yte, classes_per_exp=per_exp, scenario=scenario, name="tiny")
+
+
+def tiny_text_stream(n_domains: int = 3, context: int = 16, docs: int = 12, seed: int = 0) -> Stream:
+    """A small language-modelling stream: domain d is random text over its own 8 letters
+    (ASCII ``a + 8d`` ...), so every token tells which domain it came from."""
+    from perennial.streams.text import Domain, text_stream
+
+    g = torch.Generator().manual_seed(seed)
+    domains = []
+    for d in range(n_domains):
+        letters = torch.arange(8) + ord("a") + 8 * d
+        documents = []
+        for i in range(docs):
+            ids = letters[torch.randint(8, (400,), generator=g)]
+            documents.append((f"doc{i}", bytes(ids.tolist())))
+        domains.append(Domain(f"dom{d}", documents))
+    return text_stream(domains, context=context, max_bytes=3000, val_bytes=600, name="tiny-text")

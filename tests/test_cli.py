@@ -92,11 +92,18 @@ def test_list_commands():
     names = r.output.split()
     assert {"naive", "joint", "cumulative", "replay", "ewc", "online-ewc", "lwf"} <= set(names)
     r = invoke("list", "benchmarks")
-    assert r.output.split() == ["npz-dir", "permuted-mnist", "split-digits", "split-mnist", "split-mnist1d"]
-    assert "mlp" in invoke("list", "models").output
+    assert r.output.split() == [
+        "npz-dir",
+        "permuted-mnist",
+        "split-digits",
+        "split-mnist",
+        "split-mnist1d",
+        "text-domains",
+    ]
+    assert {"mlp", "cnn", "gpt", "tiny-gpt"} <= set(invoke("list", "models").output.split())
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["compare"], ["runs"], ["show"], ["list"]])
+@pytest.mark.parametrize("cmd", [[], ["run"], ["compare"], ["runs"], ["show"], ["list"], ["generate"]])
 def test_help_everywhere(cmd):
     r = invoke(*cmd, "--help")
     assert r.exit_code == 0 and "Usage" in r.output

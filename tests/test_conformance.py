@@ -12,7 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from helpers import tiny_stream
+from helpers import tiny_stream, tiny_text_stream
 from perennial.models import build_model
 from perennial.strategies import STRATEGIES, Batch, Context, Replay, Strategy, compose
 from perennial.streams import Stream
@@ -153,3 +153,26 @@ def test_is_documented(name):
     cls = STRATEGIES.get(name)
     assert cls.summary, f"{name} needs a one-line summary"
     assert cls.__doc__ and len(cls.__doc__.strip()) > 40, f"{name} needs a docstring citing its method"
+
+
+LM_NAMES = [n for n in NAMES if "lm" in STRATEGIES.get(n).kinds]
+
+
+@pytest.mark.parametrize("name", LM_NAMES)
+def test_language_model_streams(name):
+    """Strategies declaring the "lm" kind run on token windows: deterministic, and they learn."""
+    s = tiny_text_stream(n_domains=2)
+    settings = TrainSettings(steps=8, batch_size=16, lr=1e-2, optimizer="adamw")
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("gpt", s.input_shape, s.n_classes, n_layer=1, d_model=16, n_head=2)
+        results.append(fit(model, s, make(name), settings, seed=0))
+    r = results[0]
+    assert r.loss_matrix == results[1].loss_matrix
+    assert r.loss_matrix[0][0] < r.random_init_loss[0] - 1.0  # far below ln 256
+
+
+def test_lm_kind_declarations_are_known():
+    for name in NAMES:
+        assert STRATEGIES.get(name).kinds <= {"classification", "lm"}, name

@@ -37,6 +37,8 @@ def test_every_strategy_and_benchmark_is_documented():
 def test_example_config_is_valid():
     cfg = build_config(load_config_file(ROOT / "examples" / "replay_ewc.toml"))
     assert cfg.strategy.name == "replay+ewc"
+    lm = build_config(load_config_file(ROOT / "examples" / "lm_phases.toml"))
+    assert lm.benchmark.name == "text-domains" and [p.name for p in lm.train.phases] == ["pretrain", "c", "python"]
 
 
 @pytest.mark.slow

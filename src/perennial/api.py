@@ -23,8 +23,9 @@ from pydantic import ValidationError
 
 from perennial.config import RunConfig, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
-from perennial.evaluation import CONTINUAL_METRICS, summarize, summarize_log
-from perennial.models import Classifier, build_model
+from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
+from perennial.models import MODELS, Classifier, build_model
+from perennial.models import generate as sample_tokens
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
@@ -59,6 +60,11 @@ def build_stream(cfg: RunConfig) -> Stream:
         class_order_seed=b.class_order_seed,
         n_experiences=b.n_experiences,
         path=b.path,
+        domains=b.domains,
+        context=b.context,
+        max_bytes=b.max_bytes,
+        val_bytes=b.val_bytes,
+        tokenizer=b.tokenizer,
     )
 
 
@@ -148,7 +154,82 @@ def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
         )
     except ValueError as e:
         raise ConfigError([("model", str(e))]) from None
+    if MODELS.get(cfg.model.name).kind != stream.kind:
+        raise ConfigError(
+            [
+                (
+                    "model.name",
+                    f"{cfg.model.name} models {MODELS.get(cfg.model.name).kind} data, the stream is {stream.kind}",
+                )
+            ]
+        )
+    if cfg.model.init is not None:
+        load_init(model, cfg.model.init)
     return stream, strategy, model
+
+
+def load_init(model: torch.nn.Module, path: str) -> None:
+    """Start from saved weights (continual pre-training of an existing model)."""
+    from pathlib import Path
+
+    from perennial.store import CheckpointDir
+
+    try:
+        payload = CheckpointDir.read(Path(path))
+        model.load_state_dict(payload["model"])
+    except (CheckpointError, KeyError, RuntimeError) as e:
+        raise ConfigError([("model.init", f"cannot start from {path!r}: {e}")]) from None
+
+
+def model_payload(cfg: RunConfig, stream: Stream, model: torch.nn.Module) -> dict[str, Any]:
+    """A run's final weights plus what rebuilding and sampling need (weights-only loadable)."""
+    return {
+        "format": 1,
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_name": cfg.model.name,
+        "model_params": cfg.model.params(),
+        "input_shape": list(stream.input_shape),
+        "n_classes": stream.n_classes,
+        "kind": stream.kind,
+        "tokenizer": str(stream.meta.get("tokenizer", "")),
+    }
+
+
+def generate(
+    store: RunStore,
+    run_id: str,
+    prompt: str,
+    *,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """Continue ``prompt`` with the final model of language-model run ``run_id`` (seeded sampling)."""
+    from perennial.errors import DataError
+    from perennial.streams.text import load_tokenizer
+
+    payload = store.load_model(run_id)
+    if payload.get("kind") != "lm":
+        raise DataError(f"run {run_id!r} is not a language-model run; generate needs one (e.g. -b text-domains)")
+    model = build_model(payload["model_name"], payload["input_shape"], payload["n_classes"], **payload["model_params"])
+    model.load_state_dict(payload["model"])
+    tok = load_tokenizer(payload["tokenizer"])
+    ids = torch.as_tensor(tok.encode(prompt), dtype=torch.long)
+    if ids.numel() == 0:
+        raise DataError("the prompt is empty; give at least one character, e.g. --prompt 'def '")
+    if bool((ids >= payload["n_classes"]).any()):
+        raise DataError("the prompt has tokens outside the model's vocabulary")
+    out = sample_tokens(
+        model,
+        ids,
+        max_new_tokens,
+        context=int(payload["input_shape"][0]),
+        temperature=temperature,
+        top_k=top_k,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return tok.decode(out.tolist())
 
 
 def run(
@@ -176,6 +257,7 @@ def run(
         cbs = [*callbacks, *([evaluator] if evaluator is not None else [])]
         result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
         return _record_from_result(cfg, run_id, stream, config, vers, result, evaluator)
+    store.delete_model(run_id)  # an overwritten run must not keep the old run's model
     store.create_run(
         run_id,
         benchmark=cfg.benchmark.name,
@@ -268,7 +350,9 @@ def _fit_in_store(
     finally:
         if eval_writer is not None:
             eval_writer.close()
-    metrics = _metrics(result)
+    if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
+        store.save_model(run_id, model_payload(cfg, stream, model))
+    metrics = _metrics(result, stream.kind)
     if evaluator is not None:
         # from the store: it holds the whole log, also of a run resumed midway
         metrics.update(summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
@@ -285,8 +369,11 @@ def _evaluator(cfg: RunConfig, strategy: Strategy, sink: Any) -> ContinualEvalua
     return ContinualEvaluator.from_settings(strategy, cfg.eval, batch_size=cfg.train.eval_batch_size, sink=sink)
 
 
-def _metrics(result: FitResult) -> dict[str, Any]:
-    metrics: dict[str, Any] = dict(summarize(result.accuracy_matrix, result.random_init_acc))
+def _metrics(result: FitResult, kind: str = "classification") -> dict[str, Any]:
+    if kind == "lm":  # loss-based: metrics.forgetting is the rise of validation loss (nats), see docs/metrics.md
+        metrics: dict[str, Any] = dict(lm_summary(result.loss_matrix, result.accuracy_matrix, result.random_init_loss))
+    else:
+        metrics = dict(summarize(result.accuracy_matrix, result.random_init_acc))
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
@@ -303,7 +390,7 @@ def _record_from_result(
     evaluator: ContinualEvaluator | None,
 ) -> RunRecord:
     now = time.time()
-    metrics = _metrics(result)
+    metrics = _metrics(result, stream.kind)
     if evaluator is not None:
         metrics.update(summarize_log(evaluator.log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
         metrics["continual_eval_seconds"] = evaluator.seconds
@@ -327,12 +414,15 @@ def _record_from_result(
         random_init_acc=result.random_init_acc,
         experience_names=[e.name for e in stream],
         eval_log=evaluator.log if evaluator is not None else [],
+        random_init_loss=list(result.random_init_loss),
     )
 
 
 #: metrics aggregated by ``compare`` (mean and standard error over seeds); the continual ones
 #: are None unless the runs used continual evaluation (``--eval-every``)
 COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_METRICS)
+#: ... and for language-model runs (losses in nats; forgetting is loss-based there)
+LM_COMPARE_METRICS = ("loss", "perplexity", "forgetting", "forgetting_first", "adaptation", "learning_loss", "acc")
 
 
 def mean_sem(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -355,10 +445,13 @@ class CompareResult:
         return {"results": self.rows, "run_ids": [r.run_id for r in self.runs]}
 
 
-def aggregate(runs: Sequence[RunRecord], order: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def aggregate(
+    runs: Sequence[RunRecord], order: Sequence[str] | None = None, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per group of runs (per strategy, or per ``labels[i]`` of ``runs[i]`` when given)."""
     groups: dict[tuple[str, str, str], list[RunRecord]] = {}
-    for r in runs:
-        groups.setdefault((r.strategy, r.benchmark, r.scenario), []).append(r)
+    for i, r in enumerate(runs):
+        groups.setdefault((labels[i] if labels else r.strategy, r.benchmark, r.scenario), []).append(r)
     rows = []
     keys = list(groups)
     if order:
@@ -366,7 +459,8 @@ def aggregate(runs: Sequence[RunRecord], order: Sequence[str] | None = None) -> 
     for key in keys:
         rs = groups[key]
         row: dict[str, Any] = {"strategy": key[0], "benchmark": key[1], "scenario": key[2], "n": len(rs)}
-        for m in COMPARE_METRICS:
+        lm = any("perplexity" in (r.metrics or {}) for r in rs)
+        for m in LM_COMPARE_METRICS if lm else COMPARE_METRICS:
             mean, sem = mean_sem([(r.metrics or {}).get(m) for r in rs])
             row[f"{m}_mean"], row[f"{m}_sem"] = mean, sem
         row["seconds_mean"] = mean_sem([r.seconds for r in rs])[0]
@@ -385,12 +479,17 @@ def compare(
     progress: Progress | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
 ) -> CompareResult:
-    """Run every strategy with every seed (``base(strategy, seed)`` gives each config)."""
-    runs = []
+    """Run every strategy with every seed (``base(strategy, seed)`` gives each config).
+
+    ``strategies`` are labels of the variants compared: strategy specs, or any names that
+    ``base`` maps to configs (e.g. ``"replay ratio=0.05"`` for a sweep); rows are per label.
+    """
+    runs, labels = [], []
     for name in strategies:
         for seed in seeds:
             rec = run(base(name, seed), store=store, progress=progress)
             runs.append(rec)
+            labels.append(name)
             if on_run:
                 on_run(rec)
-    return CompareResult(aggregate(runs, order=list(strategies)), runs)
+    return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs)

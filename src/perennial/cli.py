@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -67,6 +68,16 @@ EvalBudgetOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bar and no tables; errors still go to stderr.")
 ]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model name (perennial list models), e.g. tiny-gpt. Default: the benchmark's."),
+]
+TextDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--text-dir", help="Your text domains: a folder with one sub-folder per domain (implies -b text-domains)."
+    ),
+]
 
 
 @contextlib.contextmanager
@@ -93,6 +104,19 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
     except OSError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
+    except Exception as e:  # a bug, not bad input: say so briefly; PERENNIAL_DEBUG=1 shows the traceback
+        if os.environ.get("PERENNIAL_DEBUG"):
+            raise
+        msg = f"internal error: {type(e).__name__}: {e}"
+        if run_hint:
+            msg += f"; results measured so far are in the store ({run_hint})"
+        if resume_hint:
+            msg += f"; after a fix, continue with: {resume_hint}"
+        err.print(msg, style="bold red", markup=False, soft_wrap=True)
+        err.print(
+            "this is a bug in perennial; rerun with PERENNIAL_DEBUG=1 for the traceback and report it", style="dim"
+        )
+        raise typer.Exit(1) from None
 
 
 def _store(path: Path) -> Any:
@@ -129,7 +153,7 @@ def _pct(x: float | None, sem: float | None = None) -> str:
 
 def _matrix_table(rec: Any) -> Table:
     n = len(rec.random_init_acc) or (len(rec.accuracy_matrix[0]) if rec.accuracy_matrix else 0)
-    names = rec.config.get("experience_names") or [f"exp{j}" for j in range(n)]
+    names = rec.experience_names or [f"exp{j}" for j in range(n)]
     t = Table(title=f"accuracy (%) after each experience — {rec.run_id}", title_justify="left")
     t.add_column("trained on", style="bold")
     for name in names:
@@ -146,6 +170,59 @@ def _matrix_table(rec: Any) -> Table:
 
 #: continual-evaluation metrics shown by run/show (those in %; gap_recover_steps is in steps)
 CONTINUAL_SHOWN = ("min_acc", "wc_acc", "wf", "wp", "lca", "stability_gap")
+
+
+def _is_lm(rec: Any) -> bool:
+    if "perplexity" in (rec.metrics or {}):
+        return True
+    from perennial.streams import BENCHMARKS
+
+    return rec.benchmark in BENCHMARKS and BENCHMARKS.get(rec.benchmark).kind == "lm"
+
+
+def _num(x: float | None, sem: float | None = None, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    s = f"{x:.{digits}f}"
+    return s if sem is None else f"{s}±{sem:.{digits}f}"
+
+
+def _loss_table(rec: Any) -> Table:
+    """The validation-loss matrix L[i, j] of a language-model run (nats per token)."""
+    n = len(rec.random_init_loss) or (len(rec.loss_matrix[0]) if rec.loss_matrix else 0)
+    names = rec.experience_names or rec.config.get("benchmark", {}).get("domains") or [f"exp{j}" for j in range(n)]
+    names = list(names) + [f"exp{j}" for j in range(len(names), n)]
+    t = Table(title=f"validation loss (nats/token) after each phase — {rec.run_id}", title_justify="left")
+    t.add_column("trained on", style="bold")
+    for name in names:
+        t.add_column(name, justify="right")
+    if rec.random_init_loss:
+        t.add_row("(initial)", *[_num(v) for v in rec.random_init_loss], style="dim")
+    for i, row in enumerate(rec.loss_matrix):
+        t.add_row(
+            names[i] if i < len(names) else str(i),
+            *[_num(v) if j <= i else f"[dim]{_num(v)}[/]" for j, v in enumerate(row)],
+        )
+    return t
+
+
+def _lm_metrics_table(metrics: dict[str, Any]) -> Table:
+    t = Table(title="metrics", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in LM_TABLE_METRICS:
+        if k in metrics:
+            t.add_row(k, _pct(metrics[k]) if k == "acc" else _num(metrics[k]))
+    return t
+
+
+#: language-model runs: losses in nats; forgetting is the rise of validation loss (loss-based)
+LM_TABLE_METRICS = ("loss", "perplexity", "forgetting", "forgetting_first", "adaptation", "acc")
+LM_METRIC_HELP = (
+    "loss: mean validation loss (nats/token) over the domains seen; perplexity: exp(loss); forgetting: rise of an "
+    "earlier domain's loss above its best (mean; _first: domain 0); adaptation: loss drop on each new domain in its "
+    "phase; acc: next-token accuracy (%)."
+)
 
 
 def _metrics_table(metrics: dict[str, Any]) -> Table:
@@ -188,6 +265,8 @@ def run(
         ),
     ] = None,
     scenario: ScenarioOpt = None,
+    model: ModelOpt = None,
+    text_dir: TextDirOpt = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Random seed (model init, data order, buffers). Default: 0.")
     ] = None,
@@ -239,11 +318,13 @@ def run(
             checkpoint_every=checkpoint_every,
             eval_every=eval_every,
             eval_budget=eval_budget,
+            model=model,
+            text_dir=text_dir,
         )
         if dry_run:
-            stream, strat, model = api.build(cfg)
+            stream, strat, net = api.build(cfg)
             out.print_json(json.dumps(cfg.to_dict()))
-            n_params = sum(p.numel() for p in model.parameters())
+            n_params = sum(p.numel() for p in net.parameters())
             out.print(
                 f"ok: {stream.name} ({stream.scenario}-incremental, {len(stream)} experiences, input "
                 f"{stream.input_shape}, {stream.n_classes} outputs); {strat.describe()}; {n_params:,} parameters",
@@ -260,7 +341,13 @@ def run(
 
 
 def _report_run(rec: Any, store: Path, quiet: bool, json_out: Path | None) -> None:
-    if not quiet:
+    if not quiet and _is_lm(rec):
+        out.print(_loss_table(rec))
+        out.print(_lm_metrics_table(rec.metrics or {}))
+        out.print(LM_METRIC_HELP, style="dim", markup=False)
+        out.print(f"run [bold]{rec.run_id}[/] recorded in {store} ({rec.seconds:.1f} s)")
+        out.print(f"sample from it: perennial generate {rec.run_id} --store {store} --prompt 'def '", markup=False)
+    elif not quiet:
         out.print(_matrix_table(rec))
         out.print(_metrics_table(rec.metrics or {}))
         out.print(METRIC_HELP, style="dim", markup=False)
@@ -304,6 +391,16 @@ def compare(
         str | None, typer.Option("--benchmark", "-b", help="Benchmark name. Default: split-mnist.")
     ] = None,
     scenario: ScenarioOpt = None,
+    model: ModelOpt = None,
+    text_dir: TextDirOpt = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="Also vary a config value: KEY=V1,V2,... (e.g. strategy.ratio=0,0.05,0.25); repeatable "
+            "(every combination is run).",
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds per strategy.")] = 3,
     seed: Annotated[int, typer.Option("--seed", min=0, help="First seed (seeds are SEED..SEED+N-1).")] = 0,
     set_: SetOpt = None,
@@ -318,9 +415,11 @@ def compare(
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run several strategies over several seeds; print mean ± standard error per metric.
+    """Run several strategies (and --sweep values) over several seeds; print mean ± standard error per metric.
 
     Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
+
+    Example: perennial compare -b text-domains --strategies replay --sweep strategy.ratio=0,0.05,0.25 --seeds 3
     """
     from perennial import api
     from perennial.config import build_config
@@ -329,25 +428,29 @@ def compare(
     with errors_to_exit(f"--store {store}"):
         if not names:
             raise ConfigError([("--strategies", "give at least one strategy, e.g. --strategies naive,replay")])
-        # Validate every strategy's config before running anything.
+        variants = _variants(names, sweep or [])
+        # Validate every variant's config before running anything.
         problems: list[tuple[str, str]] = []
         cfgs: dict[str, Any] = {}
-        for name in names:
+        for label, name, extra in variants:
             try:
-                cfgs[name] = build_config(
+                cfgs[label] = build_config(
                     config,
-                    set_ or (),
+                    [*(set_ or ()), *extra],
                     benchmark=benchmark,
                     strategy=name,
                     scenario=scenario,
                     seed=seed,
                     eval_every=eval_every,
                     eval_budget=eval_budget,
+                    model=model,
+                    text_dir=text_dir,
                 )
             except ConfigError as e:
-                problems += [(f"[{name}] {f}", m) for f, m in e.problems]
+                problems += [(f"[{label}] {f}", m) for f, m in e.problems]
         if problems:
             raise ConfigError(problems)
+        names = [label for label, _, _ in variants]
         st = _store(store)
         seed_list = list(range(seed, seed + seeds))
         t0 = time.perf_counter()
@@ -357,9 +460,15 @@ def compare(
         def on_run(rec: Any) -> None:
             done[0] += 1
             if not quiet:
-                acc = _pct((rec.metrics or {}).get("acc"))
+                m = rec.metrics or {}
+                label = names[(done[0] - 1) // len(seed_list)]
+                score = (
+                    f"loss {_num(m.get('loss'))}, forgetting {_num(m.get('forgetting'))}"
+                    if _is_lm(rec)
+                    else f"acc {_pct(m.get('acc')).strip()}%"
+                )
                 err.print(
-                    f"[{done[0]}/{total}] {rec.strategy} seed {rec.seed}: acc {acc.strip()}% ({rec.seconds:.1f} s)",
+                    f"[{done[0]}/{total}] {label} seed {rec.seed}: {score} ({rec.seconds:.1f} s)",
                     soft_wrap=True,
                     markup=False,
                 )
@@ -375,23 +484,29 @@ def compare(
             )
         if not quiet:
             first = res.runs[0]
+            lm = _is_lm(first)
+            cols = LM_TABLE_METRICS if lm else TABLE_METRICS
+            cols += tuple(m for m in ("min_acc",) if any(r.get(f"{m}_mean") is not None for r in res.rows))
+            unit = "losses in nats, acc in %" if lm else "%"
             t = Table(
-                title=f"{first.benchmark} ({first.scenario}-incremental), {len(seed_list)} seed(s): mean ± s.e.m. (%)",
+                title=f"{first.benchmark} ({first.scenario}-incremental), {len(seed_list)} seed(s): "
+                f"mean ± s.e.m. ({unit})",
                 title_justify="left",
             )
             t.add_column("strategy", style="bold", no_wrap=True)
-            shown = TABLE_METRICS + tuple(m for m in ("min_acc",) if any(r[f"{m}_mean"] is not None for r in res.rows))
-            for m in shown:
+            for m in cols:
                 t.add_column(m.replace("learning_acc", "learn_acc"), justify="right", no_wrap=True)
             t.add_column("s/run", justify="right", no_wrap=True)
             for row in res.rows:
-                t.add_row(
-                    row["strategy"],
-                    *[_pct(row[f"{m}_mean"], row[f"{m}_sem"]) for m in shown],
-                    f"{row['seconds_mean']:.1f}",
-                )
+                fmt = [
+                    _pct(row[f"{m}_mean"], row[f"{m}_sem"])
+                    if m == "acc" or not lm
+                    else _num(row[f"{m}_mean"], row[f"{m}_sem"])
+                    for m in cols
+                ]
+                t.add_row(row["strategy"], *fmt, f"{row['seconds_mean']:.1f}")
             out.print(t)
-            out.print(METRIC_HELP, style="dim", markup=False)
+            out.print(LM_METRIC_HELP if lm else METRIC_HELP, style="dim", markup=False)
             out.print(f"{len(res.runs)} runs recorded in {store} in {time.perf_counter() - t0:.0f} s")
         if json_out is not None:
             _write_json(json_out, res.to_dict())
@@ -401,6 +516,51 @@ def compare(
             path = write_report(st, [r.run_id for r in res.runs], report)
             if not quiet:
                 out.print(f"report: {path}")
+
+
+def _variants(names: list[str], sweeps: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(label, strategy, extra --set items) for every strategy x every combination of sweep values."""
+    import itertools
+
+    axes: list[list[str]] = []
+    for item in sweeps:
+        key, eq, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not key.strip() or not vals:
+            raise ConfigError([("--sweep", f"{item!r} is not KEY=V1,V2,... (e.g. strategy.ratio=0,0.05,0.25)")])
+        axes.append([f"{key.strip()}={v}" for v in vals])
+    out = []
+    for name in names:
+        for combo in itertools.product(*axes):
+            out.append((" ".join([name, *combo]), name, list(combo)))
+    return out
+
+
+@app.command()
+def generate(
+    run_id: Annotated[str, typer.Argument(help="Run id of a finished language-model run (see: perennial runs).")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "def ",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Tokens to sample.")] = 200,
+    temperature: Annotated[
+        float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature (0: greedy).")
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Sample among the k most likely tokens only.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampling seed (same seed, same text).")] = 0,
+    store: StoreOpt = Path(DEFAULT_STORE),
+) -> None:
+    """Print PROMPT and a sampled continuation from a language-model run's final model.
+
+    Example: perennial generate RUN_ID --prompt "def " --max-tokens 200 --temperature 0.8
+    """
+    from perennial import api
+
+    with errors_to_exit():
+        text = api.generate(
+            _store(store), run_id, prompt, max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed
+        )
+        out.print(prompt + text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -462,10 +622,15 @@ def show(
         )
         if rec.error:
             out.print(f"[red]{rec.error}[/]")
-        out.print(_matrix_table(rec))
-        metrics = {**(rec.metrics or {}), **rec.continual_metrics()}
-        if metrics:
-            out.print(_metrics_table(metrics))
+        if _is_lm(rec):
+            out.print(_loss_table(rec))
+            if rec.metrics:
+                out.print(_lm_metrics_table(rec.metrics))
+        else:
+            out.print(_matrix_table(rec))
+            metrics = {**(rec.metrics or {}), **rec.continual_metrics()}
+            if metrics:
+                out.print(_metrics_table(metrics))
         if rec.eval_log:
             out.print(CONTINUAL_HELP, style="dim", markup=False)
         out.print("config: " + json.dumps(rec.config, sort_keys=True))

@@ -25,6 +25,7 @@ from perennial.strategies import make_strategy
 from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
 from perennial.train import ContinualEvalSettings, TrainSettings
+from perennial.train.settings import Phase
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,7 +42,18 @@ class BenchmarkConfig(BaseModel):
     )
     class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
     n_experiences: int | None = Field(default=None, ge=1)
-    path: str | None = Field(default=None, description="data folder (npz-dir: one .npz file per experience)")
+    path: str | None = Field(
+        default=None,
+        description="data folder (npz-dir: one .npz file per experience; text-domains: one sub-folder per domain)",
+    )
+    # text benchmarks (text-domains) only:
+    domains: list[str] | None = Field(
+        default=None, description="text: domains in training order (default prose, python, c; or every sub-folder)"
+    )
+    context: int | None = Field(default=None, ge=2, description="text: tokens per training window (default 64)")
+    max_bytes: int | None = Field(default=None, ge=1, description="text: training text per domain (default 400000)")
+    val_bytes: int | None = Field(default=None, ge=1, description="text: validation text per domain (default 16384)")
+    tokenizer: str | None = Field(default=None, description="text: 'byte' (default) or 'tokenizers:PATH.json'")
 
 
 class ModelConfig(BaseModel):
@@ -49,6 +61,10 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str = "mlp"
+    init: str | None = Field(
+        default=None,
+        description="start from these weights (a model file a run saved: STORE/models/RUN_ID.pt) instead of a random init",
+    )
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -180,7 +196,7 @@ def build_config(
     """Assemble and validate a run config from its layers (see module docstring).
 
     ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
-    ``seed``, ``checkpoint_every``, ``eval_every``, ``eval_budget`` (None = not given).
+    ``seed``, ``checkpoint_every``, ``eval_every``, ``eval_budget``, ``model``, ``text_dir`` (None = not given).
     """
     problems: list[tuple[str, str]] = []
     layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
@@ -192,6 +208,11 @@ def build_config(
     layer_flags: dict[str, Any] = {}
     if flags.get("benchmark") is not None:
         layer_flags.setdefault("benchmark", {})["name"] = flags["benchmark"]
+    if flags.get("text_dir") is not None:  # --text-dir DIR: your own text domains, one sub-folder each
+        layer_flags.setdefault("benchmark", {}).setdefault("name", "text-domains")
+        layer_flags["benchmark"]["path"] = str(flags["text_dir"])
+    if flags.get("model") is not None:
+        layer_flags.setdefault("model", {})["name"] = flags["model"]
     if flags.get("scenario") is not None:
         layer_flags.setdefault("benchmark", {})["scenario"] = flags["scenario"]
     if flags.get("strategy") is not None:
@@ -286,9 +307,12 @@ def semantic_problems(
     Sections that failed validation are missing from ``sections`` and skipped; ``already``
     holds fields with a problem reported, so none is reported twice.
     """
+    from perennial.strategies import STRATEGIES
+
     problems: list[tuple[str, str]] = []
     b = sections.get("benchmark")
     scenario: str | None = None
+    kind: str | None = None  # the benchmark's stream kind: "classification" or "lm"
     if isinstance(b, BenchmarkConfig):
         if b.name not in BENCHMARKS:
             try:
@@ -298,6 +322,7 @@ def semantic_problems(
         else:
             bench = BENCHMARKS.get(b.name)
             scenario = b.scenario or bench.default_scenario or None
+            kind = bench.kind
             if b.scenario is not None and b.scenario not in bench.scenarios:
                 problems.append(
                     ("benchmark.scenario", f"{b.name} supports {', '.join(bench.scenarios)}; got {b.scenario!r}")
@@ -315,6 +340,20 @@ def semantic_problems(
                 MODELS.get(m.name).params(**m.params())
             except ValidationError as e:
                 problems += pydantic_problems(e, "model", MODELS.get(m.name).params)
+            mkind = MODELS.get(m.name).kind
+            if kind is not None and mkind != kind:
+                fits = ", ".join(n for n, spec in MODELS.items() if spec.kind == kind)
+                problems.append(
+                    (
+                        "model.name",
+                        f"{m.name} is a {_KIND_WORDS[mkind]} model but {b.name if b else '?'} is a "
+                        f"{_KIND_WORDS[kind]} benchmark; use {fits}",
+                    )
+                )
+        if m.init is not None and not Path(m.init).is_file():
+            problems.append(
+                ("model.init", f"weights file {m.init!r} does not exist (runs save STORE/models/RUN_ID.pt)")
+            )
     st = sections.get("strategy")
     if isinstance(st, StrategyConfig):
         try:
@@ -328,10 +367,39 @@ def semantic_problems(
                     problems.append(
                         ("strategy.name", f"{', '.join(unsupported)} does not support the {scenario} scenario")
                     )
+            if kind is not None:
+                unfit = [p.name for p in strategy.parts() if kind not in p.kinds]
+                if unfit:
+                    fits = ", ".join(n for n, c in STRATEGIES.items() if kind in c.kinds)
+                    problems.append(
+                        (
+                            "strategy.name",
+                            f"{', '.join(unfit)} does not support {_KIND_WORDS[kind]} benchmarks; use {fits}",
+                        )
+                    )
+            problems += _phase_problems(sections.get("train"), strategy)
     lr = raw.get("train", {}).get("lr", 1.0) if isinstance(raw.get("train"), Mapping) else 1.0
     if "train.lr" not in already and isinstance(lr, (int, float)) and lr <= 0:
         problems.append(("train.lr", f"must be > 0 for a run, got {lr} (a zero learning rate trains nothing)"))
     return problems
+
+
+_KIND_WORDS = {"classification": "classification", "lm": "language-modelling"}
+
+
+def _phase_problems(train: BaseModel | None, strategy: Any) -> list[tuple[str, str]]:
+    """A phase's replay_ratio needs a strategy that reads it: replay in ratio mode."""
+    if not isinstance(train, TrainSettings):
+        return []
+    mixing = any(getattr(p, "ratio", None) is not None for p in strategy.parts())
+    return [
+        (
+            f"train.phases.{i}.replay_ratio",
+            "needs strategy replay in ratio mode; add --strategy replay --set strategy.ratio=0 (the default share)",
+        )
+        for i, p in enumerate(train.phases)
+        if p.replay_ratio is not None and not mixing
+    ]
 
 
 def _type_name(ann: Any) -> str:
@@ -374,9 +442,17 @@ def reference_markdown() -> str:
     out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
+    out += [
+        "### `train.phases[i]` (one table per experience; unset fields inherit `train`)",
+        "",
+        *head,
+        *_field_rows(Phase, "train.phases[i]"),
+        "",
+    ]
     out += ["### `checkpoint`", "", *head, *_field_rows(CheckpointConfig, "checkpoint"), ""]
     out += ["### `eval` (continual evaluation)", "", *head, *_field_rows(ContinualEvalSettings, "eval"), ""]
     out += ["### `model` (by `model.name`)", ""]
+    out += [*head, *[r for r in _field_rows(ModelConfig, "model")], ""]
     for name, spec in MODELS.items():
         out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]
     out += ["### `strategy` (by `strategy.name`)", ""]

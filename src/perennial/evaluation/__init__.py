@@ -12,6 +12,15 @@ from perennial.evaluation.continual import (
     windowed_forgetting,
     windowed_plasticity,
 )
+from perennial.evaluation.lm import (
+    adaptation,
+    adaptation_per_experience,
+    average_loss,
+    lm_summary,
+    loss_forgetting,
+    loss_forgetting_per_experience,
+    perplexity,
+)
 from perennial.evaluation.metrics import (
     as_matrix,
     average_accuracy,
@@ -29,9 +38,12 @@ from perennial.evaluation.metrics import (
 __all__ = [
     "CONTINUAL_METRICS",
     "EvalRecord",
+    "adaptation",
+    "adaptation_per_experience",
     "as_matrix",
     "average_accuracy",
     "average_incremental_accuracy",
+    "average_loss",
     "backward_transfer",
     "final_accuracy",
     "forgetting",
@@ -40,7 +52,11 @@ __all__ = [
     "intransigence",
     "learning_accuracy",
     "learning_curve_area",
+    "lm_summary",
+    "loss_forgetting",
+    "loss_forgetting_per_experience",
     "min_acc",
+    "perplexity",
     "stability_gaps",
     "summarize",
     "summarize_log",

@@ -152,11 +152,22 @@ class ModelSpec:
     build: Callable[..., Classifier]
     params: type[BaseModel]
     description: str
+    kind: str = "classification"  # the stream kind it models: "classification" or "lm" (next-token)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.add("mlp", ModelSpec("mlp", mlp, MLPParams, "multi-layer perceptron on flattened inputs"))
 MODELS.add("cnn", ModelSpec("cnn", cnn, CNNParams, "small 1D/2D convolutional network"))
+
+from perennial.models.transformer import GPTParams, TinyGPTParams, generate, gpt  # noqa: E402
+
+MODELS.add(
+    "gpt", ModelSpec("gpt", gpt, GPTParams, "decoder-only transformer language model (default 4x256)", kind="lm")
+)
+MODELS.add(
+    "tiny-gpt",
+    ModelSpec("tiny-gpt", gpt, TinyGPTParams, "the gpt preset 2 layers x 128 wide (CPU-sized)", kind="lm"),
+)
 
 
 def build_model(
@@ -180,5 +191,7 @@ __all__ = [
     "SingleHead",
     "build_model",
     "cnn",
+    "generate",
+    "gpt",
     "mlp",
 ]

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from perennial.errors import StoreError
+from perennial.errors import CheckpointError, StoreError
 from perennial.evaluation.continual import EvalRecord, summarize_log
-from perennial.store.checkpoints import CheckpointDir
+from perennial.store.checkpoints import CheckpointDir, atomic_write
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -120,6 +120,7 @@ class RunRecord:
     accuracy_matrix: list[list[float]] = field(default_factory=list)
     loss_matrix: list[list[float | None]] = field(default_factory=list)
     random_init_acc: list[float] = field(default_factory=list)
+    random_init_loss: list[float | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. warnings from a resume (not stored)
     experience_names: list[str] = field(default_factory=list)
     eval_log: list[EvalRecord] = field(default_factory=list)  # continual evaluation (empty: off)
@@ -145,6 +146,7 @@ class RunRecord:
                 "accuracy_matrix": self.accuracy_matrix,
                 "loss_matrix": self.loss_matrix,
                 "random_init_acc": self.random_init_acc,
+                "random_init_loss": self.random_init_loss,
                 "metrics": {**(self.metrics or {}), **self.continual_metrics()},
                 "experience_names": self.experience_names,
                 "seconds": self.seconds,
@@ -438,6 +440,51 @@ class RunStore:
                 ("DELETE FROM runs WHERE run_id=?", (run_id,)),
             ]
         )
+        self.delete_model(run_id)
+
+    # ------------------------------------------------------- trained models
+    # A finished run may keep its final weights (language-model runs do, for `perennial
+    # generate`): <store>/models/<run_id>.pt, written atomically with a SHA-256 sidecar like
+    # checkpoints and read back with torch.load(weights_only=True).
+    def model_path(self, run_id: str) -> Path:
+        check_run_id(run_id)
+        return self.root / "models" / f"{run_id}.pt"
+
+    def save_model(self, run_id: str, payload: dict[str, Any]) -> Path:
+        """Save ``payload`` (the state dict plus how to rebuild the model: tensors, numbers, strings)."""
+        import hashlib
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        data = buf.getvalue()
+        path = self.model_path(run_id)
+        atomic_write(path, data)
+        atomic_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+        return path
+
+    def load_model(self, run_id: str) -> dict[str, Any]:
+        path = self.model_path(run_id)
+        if not path.is_file():
+            self.get(run_id)  # an unknown run id gets its own error (with suggestions)
+            raise StoreError(
+                f"run {run_id!r} has no saved model; language-model runs save theirs when they finish "
+                f"(status here: {self.get(run_id).status})"
+            )
+        try:
+            return CheckpointDir.read(path)
+        except CheckpointError as e:
+            raise StoreError(f"saved model of run {run_id!r} is unusable: {e}") from None
+
+    def delete_model(self, run_id: str) -> None:
+        path = self.model_path(run_id)
+        for p in (path, path.with_name(path.name + ".sha256")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
 
     # ----------------------------------------------------------------- reads
     def exists(self, run_id: str) -> bool:
@@ -469,6 +516,7 @@ class RunStore:
             by_row.setdefault(row["row"], {})[row["col"]] = (row["acc"], row["loss"])
         if -1 in by_row:
             rec.random_init_acc = [by_row[-1][j][0] for j in sorted(by_row[-1])]
+            rec.random_init_loss = [by_row[-1][j][1] for j in sorted(by_row[-1])]
         for i in sorted(k for k in by_row if k >= 0):
             cols = by_row[i]
             rec.accuracy_matrix.append([cols[j][0] for j in sorted(cols)])

@@ -88,6 +88,9 @@ class Context:
     steps_in_experience: int = 0
     epoch: int = 0
     seen_classes: tuple[int, ...] = ()
+    #: the current experience's phase overrides from ``train.phases`` (plain data, e.g.
+    #: ``{"replay_ratio": 0.05}``); empty when the run declares no phases
+    phase: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exp_index(self) -> int:
@@ -124,6 +127,10 @@ class Strategy(BaseModel):
     scenarios: ClassVar[frozenset[str]] = frozenset(SCENARIOS)
     #: one line for ``perennial list strategies --verbose``
     summary: ClassVar[str] = ""
+    #: stream kinds the method supports: "classification" and/or "lm" (next-token prediction
+    #: on token windows; logits are (B, T, vocab)). Methods whose hooks assume (B, classes)
+    #: logits keep the default.
+    kinds: ClassVar[frozenset[str]] = frozenset({"classification"})
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -171,6 +178,16 @@ class Strategy(BaseModel):
                 f"(it supports: {', '.join(sorted(self.scenarios))})"
             )
 
+    def check_kind(self, kind: str) -> None:
+        """Refuse a stream kind (``"lm"``, ``"classification"``) that a member does not support."""
+        bad = [p.name for p in self.parts() if kind not in p.kinds]
+        if bad:
+            what = "language-modelling" if kind == "lm" else kind
+            raise ScenarioError(
+                f"strategy {', '.join(map(repr, bad))} does not support {what} streams "
+                f"(strategies that do: {', '.join(supported_by_kind(kind)) or 'none'})"
+            )
+
     def state_dict(self) -> dict[str, Any]:
         """Learned state as nested dicts/lists of tensors and numbers (``weights_only``-loadable)."""
         return _to_saveable(self._state)
@@ -182,6 +199,12 @@ class Strategy(BaseModel):
     def describe(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.model_dump().items())
         return f"{self.name}({params})"
+
+
+def supported_by_kind(kind: str) -> list[str]:
+    from perennial.strategies.registry import STRATEGIES
+
+    return [n for n, cls in STRATEGIES.items() if kind in cls.kinds]
 
 
 # ----------------------------------------------------------------- state I/O

@@ -17,6 +17,7 @@ class Joint(Strategy):
     accuracy matrix then shows the jointly trained model."""
 
     summary = "offline upper bound: train once on all experiences' data"
+    kinds = frozenset({"classification", "lm"})
 
     def train_split(self, ctx: Context, split: Split) -> Split:
         if ctx.exp_index == 0:
@@ -29,6 +30,7 @@ class Cumulative(Strategy):
     """At experience k, continue training on the union of experiences 0..k (no memory limit)."""
 
     summary = "retrain on all data seen so far at every experience"
+    kinds = frozenset({"classification", "lm"})
 
     def train_split(self, ctx: Context, split: Split) -> Split:
         return Split.cat([e.train for e in ctx.seen_experiences()])

@@ -1,50 +1,128 @@
-"""Experience replay (ER): mix stored samples of earlier experiences into every batch."""
+"""Experience replay (ER): mix data of earlier experiences into every batch.
+
+Two modes:
+
+- **buffer** (default): stored samples from a fixed-size buffer are appended to every batch
+  (Chaudhry et al. 2019; Rolnick et al. 2019);
+- **ratio** (``ratio`` set): compute-equivalent mixing as in continual pre-training of
+  language models (Ibrahim et al. 2024): a share ``ratio`` of every batch is *replaced* by
+  samples drawn uniformly from all earlier experiences' training data, so the batch size and
+  the compute per step stay the same and replayed tokens replace new ones.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import math
+from dataclasses import replace
+
+import torch
+from pydantic import Field, model_validator
 
 from perennial.memory import Buffer, Policy
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.strategies.registry import register
 
+BUFFER_FIELDS = ("buffer_size", "policy", "replay_batch_size")
+
 
 @register("replay")
 class Replay(Strategy):
     """Experience replay with a fixed-size buffer (Chaudhry et al. 2019, "On tiny episodic
-    memories in continual learning"; Rolnick et al. 2019).
+    memories in continual learning"; Rolnick et al. 2019), or compute-equivalent replay
+    mixing of all earlier data (Ibrahim et al. 2024, "Simple and scalable strategies to
+    continually pre-train large language models").
 
-    Every step appends ``replay_batch_size`` samples drawn uniformly from the buffer to the
-    batch (cross-entropy over the combined batch); after the step the new samples are offered
-    to the buffer (``reservoir`` or ``class_balanced`` selection, see
+    Buffer mode: every step appends ``replay_batch_size`` samples drawn uniformly from the
+    buffer to the batch (cross-entropy over the combined batch); after the step the new
+    samples are offered to the buffer (``reservoir`` or ``class_balanced`` selection, see
     :class:`perennial.memory.Buffer`).
+
+    Ratio mode (``ratio`` = r): in experience k > 0, rows ``[n - m, n)`` of each batch of n
+    new samples are replaced by samples drawn uniformly from the union of the training data
+    of experiences 0..k-1, with ``m`` chosen so that the replayed rows after s steps total
+    ``round(r * n * s)`` (exactly r of the phase's rows, also when r * n is not an integer).
+    The draws are a pure function of the run seed and the step (no state). A phase can set
+    its own ratio (``train.phases[i].replay_ratio``). Put this strategy first in a composition.
 
     Defaults: 500 slots (50 per class on 10-class benchmarks, half of the 100/class of van de
     Ven et al. 2022, since our MNIST subset has 400 training images per class); a replay batch
-    as large as the training batch (ER as in Chaudhry et al.).
+    as large as the training batch (ER as in Chaudhry et al.). No ratio (buffer mode); Ibrahim
+    et al. found 1-5% enough for a weak shift, ~25% for a strong one.
     """
 
-    summary = "experience replay from a reservoir or class-balanced buffer"
+    summary = "experience replay from a buffer, or compute-equivalent mixing of all earlier data (ratio)"
+    kinds = frozenset({"classification", "lm"})
 
     buffer_size: int = Field(default=500, ge=1, description="number of stored samples")
     policy: Policy = Field(default="reservoir", description="which samples the buffer keeps")
     replay_batch_size: int | None = Field(
         default=None, ge=1, description="replayed samples per step (default: the training batch size)"
     )
+    ratio: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="ratio mode: share of every batch replaced by samples of all earlier experiences (no buffer)",
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Replay:
+        both = sorted(set(BUFFER_FIELDS) & self.model_fields_set)
+        if self.ratio is not None and both:
+            raise ValueError(
+                f"ratio mode replays all earlier data without a buffer; drop {', '.join(both)} or drop ratio"
+            )
+        return self
 
     def setup(self, ctx: Context) -> None:
-        self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for("replay"), device=ctx.device)
+        if self.ratio is None:
+            self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for("replay"), device=ctx.device)
 
     @property
     def buffer(self) -> Buffer:
         return self.state["buffer"]
 
     def prepare_batch(self, ctx: Context, batch: Batch) -> Batch:
+        if self.ratio is not None:
+            return self._mix(ctx, batch, float(ctx.phase.get("replay_ratio", self.ratio)))
         s = self.buffer.sample(self.replay_batch_size or ctx.batch_size)
         if not s:
             return batch
         return batch.append(s["x"], s["y"], s["t"])
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
-        new = batch.new()
-        self.buffer.add(new.x, new.y, new.t)
+        if self.ratio is None:
+            new = batch.new()
+            self.buffer.add(new.x, new.y, new.t)
+
+    # ------------------------------------------------------------ ratio mode
+    def _mix(self, ctx: Context, batch: Batch, ratio: float) -> Batch:
+        earlier = ctx.stream.experiences[: max(ctx.exp_index, 0)]
+        n, k = batch.n_new, ctx.step_in_experience
+        m = min(replayed_rows(ratio, n, k), n)
+        if m == 0 or not earlier:
+            return batch
+        g = torch.Generator().manual_seed(ctx.seed_for("replay-mix", ctx.step))
+        sizes = torch.tensor([len(e.train) for e in earlier])
+        offsets = torch.cumsum(sizes, 0) - sizes  # first global index of each experience
+        idx = torch.randint(int(sizes.sum()), (m,), generator=g)  # uniform over the union
+        which = torch.bucketize(idx, offsets[1:], right=True)
+        x, y, t = batch.x.clone(), batch.y.clone(), batch.t.clone()
+        dev = x.device
+        for d, e in enumerate(earlier):
+            rows = (which == d).nonzero().squeeze(1)
+            if rows.numel():
+                local = (idx[rows] - offsets[d]).to(dev)
+                at = (n - m + rows).to(dev)
+                x[at], y[at], t[at] = e.train.x[local].to(x.dtype), e.train.y[local], e.train.t[local]
+        return replace(batch, x=x, y=y, t=t, n_new=n - m)
+
+
+def replayed_rows(ratio: float, n: int, k: int) -> int:
+    """Rows to replace at step ``k`` of a phase with batches of ``n``: the replayed rows of
+    steps 0..k total ``round(ratio * n * (k + 1))`` (error diffusion, halves rounded up)."""
+
+    def total(steps: int) -> int:
+        return math.floor(ratio * n * steps + 0.5)
+
+    return total(k + 1) - total(k)

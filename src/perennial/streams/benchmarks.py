@@ -8,7 +8,7 @@ from typing import Any
 
 from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
-from perennial.streams import datasets
+from perennial.streams import datasets, text
 from perennial.streams.core import Scenario, Stream
 from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
 
@@ -27,6 +27,7 @@ class Benchmark:
     default_scenario: str
     build: Callable[..., Stream]
     defaults: dict[str, Any] = field(default_factory=dict)
+    kind: str = "classification"  # or "lm": language modelling (token windows, next-token prediction)
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -153,6 +154,48 @@ BENCHMARKS.add(
         "",
         _npz_dir,
         {"model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 10, "batch_size": 64}},
+    ),
+)
+
+
+def _text_domains(
+    scenario: Scenario = "domain",
+    path: str | None = None,
+    domains: Sequence[str] | None = None,
+    context: int | None = None,
+    max_bytes: int | None = None,
+    val_bytes: int | None = None,
+    tokenizer: str | None = None,
+) -> Stream:
+    opts = {"context": context, "max_bytes": max_bytes, "val_bytes": val_bytes, "tokenizer": tokenizer}
+    return text.text_domains(domains, path, **{k: v for k, v in opts.items() if v is not None})
+
+
+BENCHMARKS.add(
+    "text-domains",
+    Benchmark(
+        "text-domains",
+        "language modelling on text domains: English prose (pydoc topics), Python stdlib source, C headers; "
+        "or your folders (--text-dir DIR)",
+        ("domain",),
+        "domain",
+        _text_domains,
+        {
+            "model": {"name": "tiny-gpt"},
+            "train": {
+                "steps": 150,
+                "batch_size": 32,
+                "eval_batch_size": 256,
+                "lr": 3e-3,
+                "optimizer": "adamw",
+                "weight_decay": 0.1,
+                "schedule": "cosine",
+                "warmup_steps": 15,
+                "min_lr_ratio": 0.1,
+                "grad_clip": 1.0,
+            },
+        },
+        kind="lm",
     ),
 )
 

@@ -18,11 +18,19 @@ from perennial.errors import DataError
 
 Scenario = Literal["class", "task", "domain"]
 SCENARIOS: tuple[str, ...] = ("class", "task", "domain")
+#: what a stream's samples are: labelled inputs ("classification"), or token windows for
+#: next-token prediction ("lm": x and y are int64 (N, T), y = x shifted by one token)
+Kind = Literal["classification", "lm"]
+KINDS: tuple[str, ...] = ("classification", "lm")
 
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (N, *shape), integer labels ``y`` (N,) and task ids ``t`` (N,)."""
+    """Inputs ``x`` (N, *shape), integer labels ``y`` (N,) and task ids ``t`` (N,).
+
+    In a language-modelling stream (``Stream.kind == "lm"``) ``x`` and ``y`` are int64 token
+    windows of shape (N, T): ``y[:, i]`` is the token that follows ``x[:, i]``.
+    """
 
     x: Tensor
     y: Tensor
@@ -71,6 +79,8 @@ class Stream:
 
     ``n_classes`` is the width of the classifier output. ``task_classes[k]`` lists the
     classes of task ``k`` (used by multi-head models in task-incremental learning).
+    ``kind`` is ``"lm"`` for next-token prediction on token windows (then ``n_classes`` is
+    the vocabulary size and ``input_shape`` is ``(T,)``, the window length).
     """
 
     name: str
@@ -80,6 +90,7 @@ class Stream:
     input_shape: tuple[int, ...]
     task_classes: tuple[tuple[int, ...], ...] = field(default=())
     meta: dict[str, object] = field(default_factory=dict, compare=False)
+    kind: Kind = "classification"
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -109,7 +120,11 @@ class Stream:
 
 
 def validation_problems(stream: Stream) -> list[str]:
+    if stream.kind == "lm":
+        return lm_validation_problems(stream)
     problems: list[str] = []
+    if stream.kind not in KINDS:
+        problems.append(f"kind {stream.kind!r} is not one of {', '.join(KINDS)}")
     if stream.scenario not in SCENARIOS:
         problems.append(f"scenario {stream.scenario!r} is not one of {', '.join(SCENARIOS)}")
     if len(stream) == 0:
@@ -153,4 +168,40 @@ def validation_problems(stream: Stream) -> list[str]:
                             f"{where}: labels {sorted(extra)} are not among task {e.task_id}'s "
                             f"classes {sorted(allowed)}"
                         )
+    return problems
+
+
+def lm_validation_problems(stream: Stream) -> list[str]:
+    """Checks for a language-modelling stream: int64 token windows (N, T) within the vocabulary."""
+    problems: list[str] = []
+    if len(stream) == 0:
+        problems.append("the stream has no experiences")
+    if len(stream.input_shape) != 1:
+        problems.append(f"an lm stream declares input_shape (T,), got {tuple(stream.input_shape)}")
+    for e in stream:
+        for split_name in ("train", "test"):
+            s: Split = getattr(e, split_name)
+            where = f"experience {e.index} ({e.name}) {split_name}"
+            n = len(s)
+            if n == 0:
+                problems.append(f"{where}: has no token windows; give the domain more text or shorten the context")
+                continue
+            if tuple(s.x.shape) != (n, *stream.input_shape) or tuple(s.y.shape) != tuple(s.x.shape):
+                problems.append(
+                    f"{where}: inputs {tuple(s.x.shape)} and targets {tuple(s.y.shape)} must both be "
+                    f"(N, {', '.join(map(str, stream.input_shape))}) token windows"
+                )
+                continue
+            if s.t.shape != (n,):
+                problems.append(f"{where}: task ids have shape {tuple(s.t.shape)}, expected ({n},)")
+            for what, v in (("inputs", s.x), ("targets", s.y)):
+                if v.dtype != torch.long:
+                    problems.append(f"{where}: {what} have dtype {v.dtype}; token ids must be int64")
+                    continue
+                lo, hi = int(v.min()), int(v.max())
+                if lo < 0 or hi >= stream.n_classes:
+                    problems.append(
+                        f"{where}: {what} hold token ids in [{lo}, {hi}] but the vocabulary has "
+                        f"{stream.n_classes} tokens (ids must be in [0, {stream.n_classes - 1}])"
+                    )
     return problems

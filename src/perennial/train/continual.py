@@ -189,8 +189,15 @@ class ContinualEvaluator(Callback):
                 if logits is None:
                     logits = model(x, t)
                 logits = logits.float()
-                hit = (logits.argmax(1) == y).double()
-                ce = F.cross_entropy(logits, y, reduction="none").double()
+                # per sample; for language modelling ((B, T, V) logits) the mean over its tokens
+                n = len(y)
+                hit = (logits.argmax(-1) == y).reshape(n, -1).double().mean(1)
+                ce = (
+                    F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none")
+                    .reshape(n, -1)
+                    .double()
+                    .mean(1)
+                )
                 if group is None:
                     correct += hit.sum()
                     loss_sum += ce.sum()

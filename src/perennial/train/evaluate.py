@@ -11,7 +11,11 @@ from perennial.streams.core import Split
 
 @torch.inference_mode()
 def evaluate_split(ctx: Context, strategy: Strategy, split: Split, batch_size: int) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on ``split``; restores the model's train/eval mode."""
+    """Accuracy and mean cross-entropy on ``split``; restores the model's train/eval mode.
+
+    For language modelling (logits (B, T, V), targets (B, T)) both are per token: next-token
+    accuracy and the mean cross-entropy over every token (whose exp is the perplexity).
+    """
     model = ctx.model
     was_training = model.training
     model.eval()
@@ -26,11 +30,11 @@ def evaluate_split(ctx: Context, strategy: Strategy, split: Split, batch_size: i
             if logits is None:
                 logits = model(x, t)
             logits = logits.float()
-            correct += (logits.argmax(1) == y).sum()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(-1) == y).sum()
+            loss_sum += F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="sum").double()
     finally:
         model.train(was_training)
-    n = max(len(split), 1)
+    n = max(split.y.numel(), 1)  # samples, or tokens for (N, T) targets
     return float(correct) / n, float(loss_sum) / n
 
 

@@ -15,6 +15,7 @@ from the seed and the position.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import math
 import random
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from perennial.errors import CheckpointError, DivergenceError, RunInterrupted
+from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunInterrupted
 from perennial.models import Classifier
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
@@ -174,7 +175,44 @@ def fingerprint(split: Split) -> list[float]:
         return [0.0, 0.0, 0.0]
     w = torch.arange(1, n + 1, dtype=torch.float64, device=split.y.device)
     xs = split.x.reshape(n, -1).to(torch.float64).sum(1)
-    return [float(n), float((xs * w).sum()), float((split.y.to(torch.float64) * w).sum())]
+    ys = split.y.reshape(n, -1).to(torch.float64).sum(1)  # (N,) for labels and for (N, T) token targets
+    return [float(n), float((xs * w).sum()), float((ys * w).sum())]
+
+
+def task_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy. Classification: logits (B, C), y (B,). Language modelling: logits
+    (B, T, V), y (B, T), averaged over every token (the flatten is a no-op for (B, C))."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten())
+
+
+def check_phases(model: torch.nn.Module, stream: Stream, s: TrainSettings) -> None:
+    """Phases must fit the stream and their freeze patterns must name parameters."""
+    problems = []
+    if len(s.phases) > len(stream):
+        problems.append(
+            (
+                "train.phases",
+                f"{len(s.phases)} phases but the stream has {len(stream)} experiences; drop the extra ones",
+            )
+        )
+    names = [n for n, _ in model.named_parameters()]
+    for i, p in enumerate(s.phases):
+        for pat in p.freeze:
+            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                problems.append(
+                    (
+                        f"train.phases.{i}.freeze",
+                        f"pattern {pat!r} matches no parameter; names look like {', '.join(names[:4])}, ...",
+                    )
+                )
+    if problems:
+        raise ConfigError(problems)
+
+
+def apply_freeze(model: torch.nn.Module, trainable: dict[str, bool], patterns: Sequence[str]) -> None:
+    """Parameters matching a pattern are frozen; the others get their trainability at fit start back."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(trainable[name] and not any(fnmatch.fnmatchcase(name, pat) for pat in patterns))
 
 
 def _diverged(step: int, exp_index: int, exp_name: str, k: int, total: int) -> DivergenceError:
@@ -211,6 +249,8 @@ def fit(
     t_start = time.perf_counter()
     stream.validate()
     strategy.check_scenario(stream.scenario)
+    strategy.check_kind(stream.kind)  # e.g. language-modelling streams need strategies that handle (B, T, V) logits
+    check_phases(model, stream, s)
     device = resolve_device(s.device)
     seed_everything(seed)
     progress = progress or NoProgress()
@@ -220,6 +260,9 @@ def fit(
     stream = stream.to(device)
     ctx = Context(model=model, stream=stream, device=device, seed=seed, batch_size=s.batch_size)
     strategy.setup(ctx)
+    # Phases may freeze parameters: every optimizer is built with the trainability at fit
+    # start (so its parameter groups never change); frozen parameters get no gradient.
+    trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, s)
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
@@ -277,16 +320,21 @@ def fit(
         mid = st.k > 0 or st.perm is not None  # resuming inside this experience
         ctx.experience = exp
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
+        se = s.for_experience(exp.index)  # this experience's phase overrides applied (steps, lr, schedule, ...)
+        phase = s.phase(exp.index)
+        ctx.phase = phase.model_dump(exclude_none=True, exclude_defaults=True)
+        if not mid and se.reset_optimizer and exp.index > 0:
+            apply_freeze(model, trainable, ())
+            optimizer = make_optimizer(model, s)
+        apply_freeze(model, trainable, phase.freeze)
         if not mid:
-            if s.reset_optimizer and exp.index > 0:
-                optimizer = make_optimizer(model, s)
             strategy.before_experience(ctx)
             for cb in callbacks:
                 cb.on_experience_start(ctx)
 
         data = strategy.train_split(ctx, exp.train)
         n = len(data)
-        per_epoch, total = steps_for(n, s)
+        per_epoch, total = steps_for(n, se)
         ctx.steps_in_experience = total
         order_gen = torch.Generator().manual_seed(ctx.seed_for("order", exp.index))
         if mid:
@@ -316,13 +364,13 @@ def fit(
             batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
             batch = strategy.prepare_batch(ctx, batch)
 
-            lr = s.lr * lr_multiplier(k, total, s.schedule, s.warmup_steps, s.min_lr_ratio)
+            lr = se.lr * lr_multiplier(k, total, se.schedule, se.warmup_steps, se.min_lr_ratio, se.decay_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
             with autocast():
                 logits = model(batch.x, batch.t)
-                loss = F.cross_entropy(logits, batch.y)
+                loss = task_loss(logits, batch.y)
                 loss = strategy.loss(ctx, batch, logits, loss)
             # A host sync per step is free on the CPU; on accelerators only "skip" needs it,
             # "stop" checks a device-side flag every 25 steps and at the end of the experience.
@@ -355,6 +403,7 @@ def fit(
             if checkpointer is not None and checkpointer.every and st.step % checkpointer.every == 0:
                 save()
         progress.end()
+        apply_freeze(model, trainable, ())
 
         strategy.after_experience(ctx)
         t0 = time.perf_counter()
