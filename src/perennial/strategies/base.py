@@ -124,6 +124,9 @@ class Strategy(BaseModel):
     scenarios: ClassVar[frozenset[str]] = frozenset(SCENARIOS)
     #: one line for ``perennial list strategies --verbose``
     summary: ClassVar[str] = ""
+    #: ask the loop for a fresh optimizer (no carried-over moments) at every experience after
+    #: the first, e.g. for methods that retrain from scratch (GDumb); see ``needs_fresh_optimizer``
+    fresh_optimizer: ClassVar[bool] = False
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -163,6 +166,10 @@ class Strategy(BaseModel):
     def parts(self) -> Iterator[Strategy]:
         """The leaf strategies (itself, or the members of a composition)."""
         yield self
+
+    def needs_fresh_optimizer(self) -> bool:
+        """True when any part sets ``fresh_optimizer`` (read by ``fit`` at each experience)."""
+        return any(p.fresh_optimizer for p in self.parts())
 
     def check_scenario(self, scenario: str) -> None:
         if scenario not in self.scenarios:

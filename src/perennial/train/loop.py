@@ -151,7 +151,7 @@ def fit(
         ctx.experience = exp
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
         ctx.step_in_experience = 0
-        if s.reset_optimizer and exp.index > 0:
+        if (s.reset_optimizer or strategy.needs_fresh_optimizer()) and exp.index > 0:  # e.g. GDumb
             optimizer = make_optimizer(model, s)
         strategy.before_experience(ctx)
         for cb in callbacks:
