@@ -3,13 +3,14 @@
 #   make test    install, then run the test suite
 #   make lint    ruff check + format check
 #   make bench   speed benchmarks (bench/overhead.py)
+#   make reproduce  the strategy table of docs/results.md (bench/reproduce.py, about an hour on 2 cores)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench lock clean
+.PHONY: install demo test test-fast lint format bench reproduce lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py --json bench/results/overhead.json
+
+reproduce: $(STAMP)
+	$(BIN)/python bench/reproduce.py
 
 lock: $(STAMP)
 	{ grep '^#' requirements/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.tmp

@@ -40,9 +40,18 @@ METRICS = ("acc", "forgetting", "bwt")
 REGULARISERS = ("ewc", "online-ewc", "si", "mas", "lwf")
 #: table order: lower bound, regularisation, gradient projection, replay family, upper bounds
 ORDER = (
-    "naive", "ewc", "online-ewc", "si", "mas", "lwf", "agem", "gem", "replay", "er-ace", "der", "derpp",
-    "gdumb", "icarl", "bic", "cumulative", "joint",
+    "naive", "ewc", "online-ewc", "si", "mas", "lwf", "agem", "gem", "replay", "replay-power", "er-ace", "der",
+    "derpp", "gdumb", "icarl", "bic", "cumulative", "joint",
 )  # fmt: skip
+#: extra rows: a registered strategy with non-default options (label -> (name, config overrides))
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "replay-power": ("replay", ("strategy.schedule=power",)),
+}
+
+
+def resolve(label: str) -> tuple[str, tuple[str, ...]]:
+    """A table row's strategy name and the overrides it adds."""
+    return VARIANTS.get(label, (label, ()))
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -58,18 +67,19 @@ def job_key(cfg: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def run_job(setting: str, strategy: str, seed: int, overrides: Sequence[str]) -> dict[str, Any]:
+def run_job(setting: str, label: str, seed: int, overrides: Sequence[str]) -> dict[str, Any]:
     import torch
 
     from perennial import api
 
     torch.set_num_threads(1)
-    cfg = job_config(setting, strategy, seed, overrides)
+    name, extra = resolve(label)
+    cfg = job_config(setting, name, seed, [*extra, *overrides])
     rec = api.run(cfg)
     return {
         "key": job_key(cfg),
         "setting": setting,
-        "strategy": strategy,
+        "strategy": label,
         "seed": seed,
         "metrics": {k: rec.metrics.get(k) for k in (*METRICS, "avg_inc_acc", "learning_acc", "fwt")},
         "accuracy_matrix": rec.accuracy_matrix,
@@ -78,10 +88,10 @@ def run_job(setting: str, strategy: str, seed: int, overrides: Sequence[str]) ->
     }
 
 
-def supported(strategy: str, setting: str) -> bool:
+def supported(label: str, setting: str) -> bool:
     from perennial.strategies import STRATEGIES
 
-    return setting.split(":")[1] in STRATEGIES.get(strategy).scenarios
+    return setting.split(":")[1] in STRATEGIES.get(resolve(label)[0]).scenarios
 
 
 def load_cache(path: Path) -> dict[str, dict[str, Any]]:
@@ -209,6 +219,7 @@ def report(
     command: str,
     seeds: Sequence[int],
     wall: float | None,
+    notes: str = "",
 ) -> str:
     from perennial import api
     from perennial.strategies import STRATEGIES
@@ -263,6 +274,8 @@ def report(
         ]
         lines += [f"| {claim} | {'yes' if good else '**no**'} | {detail} |" for claim, good, detail in res]
         lines.append("")
+    if notes.strip():
+        lines += [notes.strip(), ""]
     lines += ["## Configuration", "", "Benchmark training settings (each run's full config is in the JSON cache):", ""]
     for b in sorted({s.split(":")[0] for s in settings}):
         lines.append(f"- `{b}`: {json.dumps(BENCHMARKS.get(b).defaults, sort_keys=True)}")
@@ -273,8 +286,12 @@ def report(
         "",
     ]
     for s in strategies:
-        params = STRATEGIES.get(s)().model_dump()
-        lines.append(f"- `{s}`: {json.dumps(params, sort_keys=True) if params else '(none)'}")
+        name, extra = resolve(s)
+        params = STRATEGIES.get(name)().model_dump()
+        text = json.dumps(params, sort_keys=True) if params else "(none)"
+        if extra:
+            text = f"`{name}` with {', '.join(f'`{o}`' for o in extra)}"
+        lines.append(f"- `{s}`: {text}")
     v = api.versions()
     lines += ["", "## Versions", "", *[f"- {k}: {val}" for k, val in v.items()], ""]
     return "\n".join(lines)
@@ -285,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from perennial.strategies import STRATEGIES
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    every = [n for n in ORDER if n in STRATEGIES] + [n for n in STRATEGIES.names() if n not in ORDER]
+    every = [n for n in ORDER if n in STRATEGIES or n in VARIANTS] + [n for n in STRATEGIES.names() if n not in ORDER]
     ap.add_argument("--strategies", default=",".join(every), help="comma-separated (default: all)")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="benchmark:scenario pairs, comma-separated")
     ap.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
@@ -296,6 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"), help="Markdown report")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "reproduce.json"), help="run cache")
     ap.add_argument("--fresh", action="store_true", help="ignore runs already in the cache")
+    ap.add_argument(
+        "--notes",
+        default=str(ROOT / "bench" / "reproduce_notes.md"),
+        help="hand-written discussion inserted after the checks (skipped if the file is missing)",
+    )
     args = ap.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -304,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         settings, seeds = ["split-mnist:class"], seeds[:1]
         overrides = ["train.epochs=2", *overrides]
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if resolve(s)[0] not in STRATEGIES]
     bad = [s for s in settings if s.count(":") != 1]
     if unknown or bad:
         print(
@@ -320,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not supported(s, setting):
                 continue
             for seed in seeds:
-                key = job_key(job_config(setting, s, seed, overrides))
+                name, extra = resolve(s)
+                key = job_key(job_config(setting, name, seed, [*extra, *overrides]))
                 if key in cache:
                     runs[key] = cache[key]
                 else:
@@ -343,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/reproduce.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    text = report(list(runs.values()), strategies, settings, command.strip(), seeds, wall if jobs else None)
+    notes = Path(args.notes).read_text() if args.notes and Path(args.notes).is_file() else ""
+    text = report(list(runs.values()), strategies, settings, command.strip(), seeds, wall if jobs else None, notes)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(f"wrote {args.out} ({len(runs)} runs)", file=sys.stderr)
