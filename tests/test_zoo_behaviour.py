@@ -29,7 +29,7 @@ SEEDS = (0, 1)
 SETTINGS = TrainSettings(epochs=5, batch_size=128, lr=1e-3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stream_for(scenario: str) -> Stream:
     return build_benchmark("split-mnist", scenario)
 
