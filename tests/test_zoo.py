@@ -201,7 +201,8 @@ def test_si_path_integral_matches_the_loss_decrease_for_plain_sgd():
         def on_experience_end(self, ctx, acc, loss):
             if ctx.exp_index == 0:
                 self.omega = [w.clone() for w in si.state["omega"]]
-                self.loss1 = float(F.cross_entropy(ctx.model(first.x), first.y))
+                with torch.no_grad():
+                    self.loss1 = float(F.cross_entropy(ctx.model(first.x), first.y))
 
     keep = Keep()
     fit(model, s, si, TrainSettings(epochs=20, batch_size=60, lr=0.01, optimizer="sgd"), callbacks=[keep])

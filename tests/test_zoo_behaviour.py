@@ -90,7 +90,7 @@ def domain_il() -> dict[str, list[dict[str, Any]]]:
 
 
 def test_agem_retains_more_than_fine_tuning(class_il):
-    # measured: about 41% vs 12% (van de Ven et al. 2022: A-GEM well above None, below ER)
+    # about 41% vs 12% (van de Ven et al. 2022: A-GEM well above None, below ER)
     assert acc(class_il["agem"]) > acc(class_il["naive"]) + 0.15
 
 
@@ -105,14 +105,14 @@ def test_der_logit_replay_prevents_forgetting(class_il):
 
 
 def test_derpp_beats_replay_at_the_same_buffer_size(class_il):
-    # both 500 slots, reservoir: about 76% vs 65%
-    assert acc(class_il["derpp"]) > acc(class_il["replay"]) + 0.05
+    # both 500 slots, reservoir: about 86% vs 65%
+    assert acc(class_il["derpp"]) > acc(class_il["replay"]) + 0.08
 
 
 def test_er_ace_beats_replay_with_few_passes(class_il):
     # the asymmetric loss stops new classes from pushing old logits down; with few passes over
-    # the data (closer to the online setting of the paper) the gain is large: about 85% vs 65%
-    assert acc(class_il["er-ace"]) > acc(class_il["replay"]) + 0.08
+    # the data (closer to the online setting of the paper) the gain is large: about 84% vs 65%
+    assert acc(class_il["er-ace"]) > acc(class_il["replay"]) + 0.1
 
 
 def test_gdumb_memory_alone_is_far_above_fine_tuning(class_il):
@@ -121,7 +121,7 @@ def test_gdumb_memory_alone_is_far_above_fine_tuning(class_il):
 
 
 def test_icarl_nearest_mean_beats_its_own_linear_head(class_il):
-    # the same trained networks: about 78% (nearest mean of exemplars) vs 42% (head)
+    # the same trained networks: about 78% (nearest mean of exemplars) vs 42% (linear head)
     assert acc(class_il["icarl"]) > head_acc(class_il["icarl"]) + 0.2
 
 
@@ -139,8 +139,10 @@ def test_power_law_schedule_keeps_recent_experiences_best(class_il):
     assert slope(class_il["replay-power"]) > slope(class_il["replay"]) + 0.4
 
 
-def test_si_and_mas_reduce_forgetting_in_domain_incremental(domain_il):
-    # measured: naive about 62%, SI about 66%, MAS about 82% (van de Ven et al. 2019, domain-IL:
-    # None 57.3, SI 63.8); the effect is smaller with 5 epochs than with 20 (docs/results.md)
-    assert acc(domain_il["si"]) > acc(domain_il["naive"]) + 0.025
-    assert acc(domain_il["mas"]) > acc(domain_il["naive"]) + 0.10
+def test_regularisers_reduce_forgetting_in_domain_incremental(domain_il):
+    # about 62% (naive), 76% (EWC), 66% (SI), 81% (MAS); van de Ven et al. 2019, domain-IL:
+    # None 57.3, SI 63.8. SI's gain is smaller with 5 epochs than with 20 (docs/results.md).
+    naive = acc(domain_il["naive"])
+    assert acc(domain_il["ewc"]) > naive + 0.07
+    assert acc(domain_il["si"]) > naive + 0.025
+    assert acc(domain_il["mas"]) > naive + 0.1
