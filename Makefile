@@ -3,13 +3,13 @@
 #   make test    install, then run the test suite
 #   make lint    ruff check + format check
 #   make bench   speed benchmarks (bench/overhead.py, bench/continual_eval_overhead.py, bench/lm_throughput.py)
-
+#   make reproduce  the strategy table of docs/results.md (bench/reproduce.py, about an hour on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench lock clean
+.PHONY: install demo test test-fast lint format bench reproduce lock clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py --json bench/results/overhead.json
 	$(BIN)/python bench/continual_eval_overhead.py --json bench/results/continual_eval_overhead.json
 	$(BIN)/python bench/lm_throughput.py --json bench/results/lm_throughput.json
+
+reproduce: $(STAMP)
+	$(BIN)/python bench/reproduce.py
 
 lock: $(STAMP)
 	{ grep '^#' requirements/constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > requirements/constraints.tmp

@@ -103,6 +103,30 @@ def test_list_commands():
     assert {"mlp", "cnn", "gpt", "tiny-gpt"} <= set(invoke("list", "models").output.split())
 
 
+def test_list_strategies_shows_every_registered_name_and_its_scenarios():
+    from perennial.strategies import STRATEGIES
+
+    assert invoke("list", "strategies").output.split() == STRATEGIES.names()
+    lines = {ln.split()[0]: ln for ln in invoke("list", "strategies", "-v").output.splitlines()}
+    assert set(lines) == set(STRATEGIES.names())
+    assert "[class]" in lines["icarl"] and "[class,domain,task]" in lines["gem"]
+
+
+def test_compare_accepts_any_subset_of_the_zoo(tmp_path):
+    out = tmp_path / "cmp.json"
+    names = "gdumb,icarl,gem,derpp+si"
+    r = invoke("compare", *FAST, "--strategies", names, "--seeds", "1", "--store", str(tmp_path), "--json", str(out))
+    assert r.exit_code == 0, r.output
+    assert [row["strategy"] for row in json.loads(out.read_text())["results"]] == names.split(",")
+
+
+def test_compare_refuses_an_unsupported_scenario_before_running(tmp_path):
+    r = invoke("compare", *FAST, "--strategies", "naive,icarl,bic", "--scenario", "task", "--store", str(tmp_path))
+    assert r.exit_code == 2
+    assert "icarl does not support the task scenario" in r.output and "bic does not support" in r.output
+    assert not (tmp_path / "runs.sqlite").exists() or "naive" not in invoke("runs", "--store", str(tmp_path)).output
+
+
 @pytest.mark.parametrize("cmd", [[], ["run"], ["compare"], ["runs"], ["show"], ["list"], ["generate"]])
 def test_help_everywhere(cmd):
     r = invoke(*cmd, "--help")

@@ -22,7 +22,7 @@ NAMES = STRATEGIES.names()
 SETTINGS = TrainSettings(epochs=2, batch_size=16)
 #: small hyperparameters so every method runs in a fraction of a second
 SMALL: dict[str, dict[str, Any]] = {
-    "replay": {"buffer_size": 24},
+    name: {"buffer_size": 24} for name in NAMES if "buffer_size" in STRATEGIES.get(name).model_fields
 }
 
 

@@ -688,7 +688,7 @@ def list_strategies(
 
     for name, cls in STRATEGIES.items():
         if verbose:
-            out.print(f"{name:<14} [{','.join(sorted(cls.scenarios))}] {cls.summary}")
+            out.print(f"{name:<14} [{','.join(sorted(cls.scenarios))}] {cls.summary}", markup=False, soft_wrap=True)
         else:
             out.print(name)
 
@@ -701,7 +701,9 @@ def list_benchmarks(
     from perennial.streams import BENCHMARKS
 
     for name, b in BENCHMARKS.items():
-        out.print(f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name)
+        out.print(
+            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name, markup=False, soft_wrap=True
+        )
 
 
 @list_app.command("models")

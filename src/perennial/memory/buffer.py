@@ -1,6 +1,6 @@
 """Replay buffers: preallocated tensors, an explicit seeded generator, vectorised insertion.
 
-Two policies:
+Three selection policies (usable by every buffer-based strategy):
 
 - ``reservoir`` (Vitter's algorithm R, vectorised over the batch): after ``n`` offered
   samples the buffer holds a uniform random subset of them. Insertion and sampling cost
@@ -11,6 +11,13 @@ Two policies:
   thus holds a uniform random subset of its own samples. Insertion works on the key and label
   vectors only (tensor ops, no Python loop over the buffer); inputs are written only for the
   incoming samples that are kept.
+- ``herding``: class-balanced like the above, but the key of a sample is its herding rank
+  inside its class (:func:`perennial.memory.herding_ranks`), given by the caller as
+  ``priority``: each class keeps its best-ranked exemplars, and when a class's share
+  shrinks, it keeps a prefix of its herding order (iCaRL's ReduceExemplarSet). The features
+  needed for herding come from a model, so strategies offer a whole experience at once.
+
+``class_balanced`` also accepts a caller's ``priority`` instead of random keys.
 
 Storage is allocated on the first insertion with the shape, dtype and device of the data.
 Extra per-sample tensors (e.g. logits for DER) are stored next to the inputs by name.
@@ -23,8 +30,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Policy = Literal["reservoir", "class_balanced"]
-POLICIES: tuple[str, ...] = ("reservoir", "class_balanced")
+Policy = Literal["reservoir", "class_balanced", "herding"]
+POLICIES: tuple[str, ...] = ("reservoir", "class_balanced", "herding")
 
 
 class Buffer:
@@ -58,17 +65,22 @@ class Buffer:
 
     @property
     def x(self) -> Tensor:
-        return self.data["x"][: self.size]
+        return self.get("x")
 
     @property
     def y(self) -> Tensor:
-        return self.data["y"][: self.size]
+        return self.get("y")
 
     @property
     def t(self) -> Tensor:
-        return self.data["t"][: self.size]
+        return self.get("t")
 
     def get(self, name: str) -> Tensor:
+        """The stored values of one field (an empty tensor while nothing is stored)."""
+        if name not in self.data:
+            if self.data or name not in ("x", "y", "t"):
+                raise KeyError(f"the buffer stores {sorted(self.data)}, not {name!r}")
+            return torch.zeros(0, dtype=torch.float32 if name == "x" else torch.long)
         return self.data[name][: self.size]
 
     def _write(self, slots: Tensor, src_index: Tensor, tensors: dict[str, Tensor], keys: Tensor) -> None:
@@ -81,9 +93,24 @@ class Buffer:
         self.keys[slots] = keys[src_index]
 
     # ---------------------------------------------------------------- insertion
-    def add(self, x: Tensor, y: Tensor, t: Tensor | None = None, **extras: Tensor) -> None:
-        """Offer a batch of samples; the policy decides which are kept."""
+    def add(
+        self, x: Tensor, y: Tensor, t: Tensor | None = None, *, priority: Tensor | None = None, **extras: Tensor
+    ) -> None:
+        """Offer a batch of samples; the policy decides which are kept.
+
+        ``priority`` (one number per sample, lower = kept first within its class) replaces the
+        random keys of the class-balanced policies; the ``herding`` policy requires it.
+        """
         n = int(y.shape[0])
+        if priority is None and self.policy == "herding":
+            raise ValueError(
+                "the herding policy needs each sample's herding rank: pass priority=... "
+                "(see perennial.memory.herding_ranks), or use the reservoir/class_balanced policy"
+            )
+        if priority is not None and self.policy == "reservoir":
+            raise ValueError("the reservoir policy keeps a uniform sample and takes no priority")
+        if priority is not None and priority.shape != (n,):
+            raise ValueError(f"priority must have one value per sample ({n}), got shape {tuple(priority.shape)}")
         if n == 0:
             return
         t = t if t is not None else torch.zeros_like(y)
@@ -92,7 +119,7 @@ class Buffer:
             raise ValueError(
                 f"buffer stores {sorted(self.data)}, got {sorted(tensors)}; pass the same fields every time"
             )
-        keys = torch.rand(n, generator=self.generator)
+        keys = torch.rand(n, generator=self.generator) if priority is None else priority.detach().cpu().float()
         if self.policy == "reservoir":
             self._add_reservoir(tensors, keys, n)
         else:
@@ -147,12 +174,29 @@ class Buffer:
         self.size = cap
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, m: int) -> dict[str, Tensor]:
-        """``m`` samples drawn uniformly with replacement (empty dict when the buffer is empty)."""
+    def sample(self, m: int, weights: Tensor | None = None) -> dict[str, Tensor]:
+        """``m`` samples drawn with replacement (empty dict when the buffer is empty).
+
+        Uniformly by default; with ``weights`` (one non-negative number per stored sample,
+        not necessarily normalised) sample ``i`` is drawn with probability proportional to
+        ``weights[i]`` (e.g. a rehearsal schedule over experiences).
+        """
         if self.size == 0 or m <= 0:
             return {}
-        idx = torch.randint(self.size, (m,), generator=self.generator)
+        if weights is None:
+            idx = torch.randint(self.size, (m,), generator=self.generator)
+        else:
+            if weights.shape != (self.size,):
+                raise ValueError(
+                    f"weights must have one value per stored sample ({self.size}), got {tuple(weights.shape)}"
+                )
+            idx = torch.multinomial(weights.cpu().double(), m, replacement=True, generator=self.generator)
         return {name: v[idx.to(v.device)] for name, v in self.data.items()}
+
+    def select(self, mask: Tensor) -> dict[str, Tensor]:
+        """Every stored sample where ``mask`` (one bool per stored sample) is true."""
+        idx = torch.nonzero(mask.cpu()).flatten()
+        return {name: v[: self.size][idx.to(v.device)] for name, v in self.data.items()}
 
     def class_counts(self, n_classes: int) -> Tensor:
         if self.size == 0:

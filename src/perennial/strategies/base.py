@@ -131,6 +131,9 @@ class Strategy(BaseModel):
     #: on token windows; logits are (B, T, vocab)). Methods whose hooks assume (B, classes)
     #: logits keep the default.
     kinds: ClassVar[frozenset[str]] = frozenset({"classification"})
+    #: ask the loop for a fresh optimizer (no carried-over moments) at every experience after
+    #: the first, e.g. for methods that retrain from scratch (GDumb); see ``needs_fresh_optimizer``
+    fresh_optimizer: ClassVar[bool] = False
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -143,9 +146,12 @@ class Strategy(BaseModel):
         """Create the learned state (called once, before the first experience)."""
 
     def before_experience(self, ctx: Context) -> None:
-        pass
+        """Called once at the start of each experience (not again when a run resumes inside it:
+        the checkpoint already holds what it changed)."""
 
     def train_split(self, ctx: Context, split: Split) -> Split:
+        """The data to train on in this experience. Must be free of side effects and a function
+        of the strategy's state: a run resumed inside an experience calls it again."""
         return split
 
     def prepare_batch(self, ctx: Context, batch: Batch) -> Batch:
@@ -170,6 +176,10 @@ class Strategy(BaseModel):
     def parts(self) -> Iterator[Strategy]:
         """The leaf strategies (itself, or the members of a composition)."""
         yield self
+
+    def needs_fresh_optimizer(self) -> bool:
+        """True when any part sets ``fresh_optimizer`` (read by ``fit`` at each experience)."""
+        return any(p.fresh_optimizer for p in self.parts())
 
     def check_scenario(self, scenario: str) -> None:
         if scenario not in self.scenarios:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -15,6 +16,14 @@ from perennial.strategies.base import Context, Strategy
 from perennial.strategies.registry import register
 from perennial.streams.core import Split
 
+Objective = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample values (n,)
+Stat = Literal["square", "abs"]
+
+
+def nll(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-sample negative log-likelihood (the Fisher's objective)."""
+    return F.cross_entropy(logits, y, reduction="none")
+
 
 def diagonal_fisher(
     ctx: Context, split: Split, *, max_samples: int | None, batch_size: int, seed: int
@@ -25,6 +34,27 @@ def diagonal_fisher(
     smaller than the split): class-sorted batches are never used, and because squared
     gradients are taken per sample, the estimate does not depend on how samples are batched.
     """
+    return per_sample_gradient_stat(
+        ctx, split, objective=nll, stat="square", max_samples=max_samples, batch_size=batch_size, seed=seed
+    )
+
+
+def per_sample_gradient_stat(
+    ctx: Context,
+    split: Split,
+    *,
+    objective: Objective,
+    stat: Stat,
+    max_samples: int | None,
+    batch_size: int,
+    seed: int,
+) -> dict[str, Tensor]:
+    """``E_n[s(d objective_n / d theta)]`` with ``s`` = square (Fisher) or abs (MAS), per parameter.
+
+    ``objective(logits, y)`` must return one value per sample that depends on that sample
+    only (e.g. its NLL, or the squared norm of its output), so that per-sample gradients
+    are well defined. Computed exactly from per-sample gradients on a seeded random subset.
+    """
     model = ctx.model
     was_training = model.training
     model.eval()
@@ -34,7 +64,7 @@ def diagonal_fisher(
         order = order[:max_samples]
     order = order.to(split.y.device)
     params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    fisher = {k: torch.zeros_like(p) for k, p in params.items()}
+    out = {k: torch.zeros_like(p) for k, p in params.items()}
     linear_only = _linear_layers(model, params)
     try:
         for start in range(0, len(order), batch_size):
@@ -42,15 +72,15 @@ def diagonal_fisher(
             x, y, t = split.x[idx], split.y[idx], split.t[idx]
             if linear_only is not None:
                 try:
-                    _accumulate_linear(model, linear_only, fisher, x, y, t)
+                    _accumulate_linear(model, linear_only, out, x, y, t, objective, stat)
                     continue
                 except _NotVectorInputs:  # e.g. sequence inputs: use the general path
                     linear_only = None
-            _accumulate_vmap(model, params, fisher, x, y, t)
+            _accumulate_vmap(model, params, out, x, y, t, objective, stat)
     finally:
         model.train(was_training)
     n = max(len(order), 1)
-    return {k: f / n for k, f in fisher.items()}
+    return {k: f / n for k, f in out.items()}
 
 
 def _linear_layers(model: torch.nn.Module, params: dict[str, Tensor]) -> dict[str, torch.nn.Linear] | None:
@@ -63,15 +93,18 @@ def _linear_layers(model: torch.nn.Module, params: dict[str, Tensor]) -> dict[st
 def _accumulate_linear(
     model: torch.nn.Module,
     layers: dict[str, torch.nn.Linear],
-    fisher: dict[str, Tensor],
+    acc: dict[str, Tensor],
     x: Tensor,
     y: Tensor,
     t: Tensor,
+    objective: Objective,
+    stat: Stat,
 ) -> None:
-    """Exact per-sample squared gradients of Linear layers without materialising them.
+    """Exact per-sample gradient statistics of Linear layers without materialising them.
 
     For one sample, dW = g a^T (g: gradient at the layer's output, a: its input), so
-    sum_n dW_n^2 = (g^2)^T (a^2) and sum_n db_n^2 = sum_n g_n^2 (Goodfellow 2015's trick).
+    sum_n dW_n^2 = (g^2)^T (a^2) and sum_n |dW_n| = |g|^T |a| (elementwise, since
+    |g_i a_j| = |g_i| |a_j|); for the bias, sum_n s(g_n) (Goodfellow 2015's trick).
     Valid when every input is one vector per sample, which the hooks check.
     """
     inputs: dict[str, Tensor] = {}
@@ -86,7 +119,7 @@ def _accumulate_linear(
         hooks.append(layer.register_forward_hook(hook))
     try:
         with torch.enable_grad():
-            loss = F.cross_entropy(model(x, t), y, reduction="sum")
+            loss = objective(model(x, t), y).sum()
             names = list(outputs)
             if any(inputs[n].ndim != 2 for n in names):
                 raise _NotVectorInputs
@@ -94,11 +127,12 @@ def _accumulate_linear(
     finally:
         for h in hooks:
             h.remove()
+    f = torch.square if stat == "square" else torch.abs
     for name, g in zip(names, grads, strict=True):
-        g2, a2 = g.pow(2), inputs[name].pow(2)
-        fisher[f"{name}.weight"] += g2.T @ a2
-        if layers[name].bias is not None and f"{name}.bias" in fisher:
-            fisher[f"{name}.bias"] += g2.sum(0)
+        gs, as_ = f(g), f(inputs[name])
+        acc[f"{name}.weight"] += gs.T @ as_
+        if layers[name].bias is not None and f"{name}.bias" in acc:
+            acc[f"{name}.bias"] += gs.sum(0)
 
 
 class _NotVectorInputs(Exception):
@@ -106,20 +140,28 @@ class _NotVectorInputs(Exception):
 
 
 def _accumulate_vmap(
-    model: torch.nn.Module, params: dict[str, Tensor], fisher: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor
+    model: torch.nn.Module,
+    params: dict[str, Tensor],
+    acc: dict[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    t: Tensor,
+    objective: Objective,
+    stat: Stat,
 ) -> None:
     """General per-sample gradients with ``torch.func.vmap`` (any architecture)."""
     detached = {k: p.detach() for k, p in params.items()}
     buffers = dict(model.named_buffers())
 
-    def nll(p: dict[str, Tensor], xi: Tensor, yi: Tensor, ti: Tensor) -> Tensor:
+    def one(p: dict[str, Tensor], xi: Tensor, yi: Tensor, ti: Tensor) -> Tensor:
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0), ti.unsqueeze(0)))
-        return F.cross_entropy(logits, yi.unsqueeze(0))
+        return objective(logits, yi.unsqueeze(0)).sum()
 
-    grads = vmap(grad(nll), in_dims=(None, 0, 0, 0))(detached, x, y, t)
+    grads = vmap(grad(one), in_dims=(None, 0, 0, 0))(detached, x, y, t)
     for k, gk in grads.items():
         flat = gk.reshape(gk.shape[0], -1)
-        fisher[k] += torch.einsum("ni,ni->i", flat, flat).reshape(fisher[k].shape)
+        s = flat.pow(2) if stat == "square" else flat.abs()
+        acc[k] += s.sum(0).reshape(acc[k].shape)
 
 
 @register("ewc")
@@ -132,13 +174,17 @@ class EWC(Strategy):
     ``F <- decay * F + F_k`` anchored at the latest weights (Schwarz et al. 2018), so its cost
     does not grow with the number of experiences.
 
-    Default ``ewc_lambda=5000``: the order of magnitude used on Split MNIST by van de Ven et
-    al. (their grid: 10^0..10^9; best task-IL values 10^3..10^5 with a mean Fisher).
+    Default ``ewc_lambda=5e6``: the best of the grid {5e3, 5e4, 5e5, 5e6} on split-mnist
+    task-incremental with seed 100 (not a seed of the reproduction table): final accuracy
+    96.0 / 96.9 / 98.5 / 98.8%, and 5e6 was also the better of the two largest values in
+    domain-incremental (66.9 vs 65.9%). van de Ven et al. searched 10^0..10^9 and also found
+    large values best; our Fisher is a mean over samples of squared per-sample gradients, which
+    are tiny once the model fits its data, hence the large lambda.
     """
 
     summary = "elastic weight consolidation (diagonal Fisher penalty)"
 
-    ewc_lambda: float = Field(default=5000.0, ge=0.0, description="penalty strength")
+    ewc_lambda: float = Field(default=5e6, ge=0.0, description="penalty strength")
     mode: Literal["separate", "online"] = Field(default="separate")
     decay: float = Field(default=1.0, gt=0.0, le=1.0, description="online mode: Fisher decay (gamma)")
     fisher_samples: int | None = Field(default=1024, ge=1, description="samples for the Fisher estimate (None: all)")
@@ -179,7 +225,11 @@ class EWC(Strategy):
 
 @register("online-ewc")
 class OnlineEWC(EWC):
-    """EWC with a single running Fisher (``mode="online"``, ``decay=0.9``)."""
+    """EWC with a single running Fisher (``mode="online"``, ``decay=0.9``).
+
+    ``ewc_lambda=5e6`` as for EWC (on split-mnist task-incremental, seed 100: 96.4 / 98.4 /
+    98.8% at 5e4 / 5e5 / 5e6).
+    """
 
     summary = "online EWC: one running Fisher, constant cost per step"
 

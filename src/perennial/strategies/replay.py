@@ -3,7 +3,8 @@
 Two modes:
 
 - **buffer** (default): stored samples from a fixed-size buffer are appended to every batch
-  (Chaudhry et al. 2019; Rolnick et al. 2019);
+  (Chaudhry et al. 2019; Rolnick et al. 2019), drawn uniformly or by a power-law rehearsal
+  schedule over the experiences' ages;
 - **ratio** (``ratio`` set): compute-equivalent mixing as in continual pre-training of
   language models (Ibrahim et al. 2024): a share ``ratio`` of every batch is *replaced* by
   samples drawn uniformly from all earlier experiences' training data, so the batch size and
@@ -14,28 +15,40 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from perennial.memory import Buffer, Policy
-from perennial.strategies.base import Batch, Context, Strategy
+from perennial.strategies.base import Batch, Context
 from perennial.strategies.registry import register
+from perennial.strategies.rehearsal import Extras, Rehearsal, sample_by_age
+from perennial.streams.core import Split
 
-BUFFER_FIELDS = ("buffer_size", "policy", "replay_batch_size")
+BUFFER_FIELDS = ("buffer_size", "policy", "replay_batch_size", "schedule", "schedule_alpha")
 
 
 @register("replay")
-class Replay(Strategy):
+class Replay(Rehearsal):
     """Experience replay with a fixed-size buffer (Chaudhry et al. 2019, "On tiny episodic
     memories in continual learning"; Rolnick et al. 2019), or compute-equivalent replay
     mixing of all earlier data (Ibrahim et al. 2024, "Simple and scalable strategies to
     continually pre-train large language models").
 
-    Buffer mode: every step appends ``replay_batch_size`` samples drawn uniformly from the
-    buffer to the batch (cross-entropy over the combined batch); after the step the new
-    samples are offered to the buffer (``reservoir`` or ``class_balanced`` selection, see
-    :class:`perennial.memory.Buffer`).
+    Buffer mode: every step appends ``replay_batch_size`` samples drawn from the buffer to the
+    batch (cross-entropy over the combined batch); after the step the new samples are offered
+    to the buffer (``reservoir`` or ``class_balanced`` selection, see
+    :class:`perennial.memory.Buffer`; with ``herding`` the experience is offered at its end).
+
+    Rehearsal schedule: ``schedule="uniform"`` (default) draws stored samples uniformly (the
+    current experience's included, as in ER). ``schedule="power"`` replays earlier
+    experiences only: it draws an experience with probability proportional to
+    ``age^-schedule_alpha`` (age 1 = the experience before the current one, 2 = the one before
+    that, ...), then one of its stored samples uniformly. Recent experiences are revisited
+    often and old ones with a power-law decaying probability, the shape of forgetting curves
+    (Wixted & Ebbesen 1991) that spaced-rehearsal schedules follow (cf. Klasson et al. 2023,
+    "Learn the time to learn: replay scheduling in continual learning"). ``schedule_alpha=0``
+    gives every earlier experience the same share of the replay batch.
 
     Ratio mode (``ratio`` = r): in experience k > 0, rows ``[n - m, n)`` of each batch of n
     new samples are replaced by samples drawn uniformly from the union of the training data
@@ -50,14 +63,16 @@ class Replay(Strategy):
     et al. found 1-5% enough for a weak shift, ~25% for a strong one.
     """
 
-    summary = "experience replay from a buffer, or compute-equivalent mixing of all earlier data (ratio)"
+    summary = "experience replay from a reservoir, class-balanced or herding buffer (optional power-law schedule), or ratio mixing"
     kinds = frozenset({"classification", "lm"})
 
-    buffer_size: int = Field(default=500, ge=1, description="number of stored samples")
-    policy: Policy = Field(default="reservoir", description="which samples the buffer keeps")
     replay_batch_size: int | None = Field(
         default=None, ge=1, description="replayed samples per step (default: the training batch size)"
     )
+    schedule: Literal["uniform", "power"] = Field(
+        default="uniform", description="which stored samples to replay: uniform, or earlier experiences by age^-alpha"
+    )
+    schedule_alpha: float = Field(default=1.0, ge=0.0, description="power-law exponent of schedule=power")
     ratio: float | None = Field(
         default=None,
         ge=0.0,
@@ -76,24 +91,38 @@ class Replay(Strategy):
 
     def setup(self, ctx: Context) -> None:
         if self.ratio is None:
-            self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for("replay"), device=ctx.device)
-
-    @property
-    def buffer(self) -> Buffer:
-        return self.state["buffer"]
+            super().setup(ctx)
 
     def prepare_batch(self, ctx: Context, batch: Batch) -> Batch:
         if self.ratio is not None:
             return self._mix(ctx, batch, float(ctx.phase.get("replay_ratio", self.ratio)))
-        s = self.buffer.sample(self.replay_batch_size or ctx.batch_size)
+        m = self.replay_batch_size or ctx.batch_size
+        if self.schedule == "power":
+            s = sample_by_age(self.buffer, m, ctx.exp_index, self.schedule_alpha)
+        else:
+            s = self.buffer.sample(m)
         if not s:
             return batch
         return batch.append(s["x"], s["y"], s["t"])
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
         if self.ratio is None:
-            new = batch.new()
-            self.buffer.add(new.x, new.y, new.t)
+            super().after_step(ctx, batch)
+
+    def after_experience(self, ctx: Context) -> None:
+        if self.ratio is None:
+            super().after_experience(ctx)
+
+    def step_extras(self, ctx: Context, new: Batch) -> Extras:
+        return self._exp_tag(ctx, len(new))
+
+    def experience_extras(self, ctx: Context, split: Split) -> Extras:
+        return self._exp_tag(ctx, len(split))
+
+    def _exp_tag(self, ctx: Context, n: int) -> Extras:
+        if self.schedule != "power":
+            return {}
+        return {"exp": torch.full((n,), ctx.exp_index, dtype=torch.long)}
 
     # ------------------------------------------------------------ ratio mode
     def _mix(self, ctx: Context, batch: Batch, ratio: float) -> Batch:

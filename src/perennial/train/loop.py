@@ -323,7 +323,7 @@ def fit(
         se = s.for_experience(exp.index)  # this experience's phase overrides applied (steps, lr, schedule, ...)
         phase = s.phase(exp.index)
         ctx.phase = phase.model_dump(exclude_none=True, exclude_defaults=True)
-        if not mid and se.reset_optimizer and exp.index > 0:
+        if not mid and (se.reset_optimizer or strategy.needs_fresh_optimizer()) and exp.index > 0:  # e.g. GDumb
             apply_freeze(model, trainable, ())
             optimizer = make_optimizer(model, s)
         apply_freeze(model, trainable, phase.freeze)
