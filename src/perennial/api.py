@@ -52,6 +52,7 @@ def build_stream(cfg: RunConfig) -> Stream:
         classes_per_exp=b.classes_per_exp,
         class_order_seed=b.class_order_seed,
         n_experiences=b.n_experiences,
+        first_classes=b.first_classes,
     )
 
 
@@ -108,7 +109,16 @@ def run(
         )
         cbs.insert(0, StoreRecorder(store, run_id))
     try:
-        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
+        result = fit(
+            model,
+            stream,
+            strategy,
+            cfg.train,
+            seed=cfg.seed,
+            callbacks=cbs,
+            progress=progress,
+            timescales=cfg.timescales,
+        )
     except KeyboardInterrupt:
         if store is not None:
             store.mark(run_id, "interrupted", "interrupted by the user (Ctrl-C)")

@@ -24,7 +24,7 @@ from perennial.models import MODELS
 from perennial.strategies import make_strategy
 from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
-from perennial.train import TrainSettings
+from perennial.train import Timescales, TrainSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +38,11 @@ class BenchmarkConfig(BaseModel):
     scenario: str | None = Field(default=None, description="class, task or domain (default: the benchmark's)")
     classes_per_exp: int | list[int] | None = Field(
         default=None, description="classes per experience, or a list of sizes (e.g. [5,1,1,1,1,1])"
+    )
+    first_classes: int | None = Field(
+        default=None,
+        ge=1,
+        description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
     class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
     n_experiences: int | None = Field(default=None, ge=1)
@@ -70,6 +75,7 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    timescales: Timescales = Field(default_factory=Timescales)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -183,7 +189,7 @@ def build_config(
                 close = difflib.get_close_matches(k, TOP_KEYS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 problems.append((k, f"unknown key; {hint}allowed: {', '.join(TOP_KEYS)}"))
-            elif k in ("benchmark", "model", "strategy", "train") and not isinstance(v, Mapping):
+            elif k in SECTIONS and not isinstance(v, Mapping):
                 if k in ("benchmark", "strategy") and isinstance(v, str):
                     layer[k] = {"name": v}  # "strategy = 'replay'" shorthand
                 else:
@@ -231,6 +237,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "model": ModelConfig,
     "strategy": StrategyConfig,
     "train": TrainSettings,
+    "timescales": Timescales,
 }
 
 
@@ -254,6 +261,13 @@ def semantic_problems(
         else:
             bench = BENCHMARKS.get(b.name)
             scenario = b.scenario or bench.default_scenario
+            if b.first_classes is not None and isinstance(b.classes_per_exp, list):
+                problems.append(
+                    (
+                        "benchmark.first_classes",
+                        f"give either a list of sizes (classes_per_exp={b.classes_per_exp}) or first_classes, not both",
+                    )
+                )
             if b.scenario is not None and b.scenario not in bench.scenarios:
                 problems.append(
                     ("benchmark.scenario", f"{b.name} supports {', '.join(bench.scenarios)}; got {b.scenario!r}")
@@ -296,6 +310,8 @@ def _type_name(ann: Any) -> str:
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Literal:
         return " \\| ".join(repr(a) for a in args)
+    if origin is dict:
+        return f"dict[{', '.join(_type_name(a) for a in args)}]"
     if args:
         inner = [_type_name(a) for a in args]
         if origin in (list, tuple):
@@ -330,6 +346,7 @@ def reference_markdown() -> str:
     out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
+    out += ["### `timescales`", "", *head, *_field_rows(Timescales, "timescales"), ""]
     out += ["### `model` (by `model.name`)", ""]
     for name, spec in MODELS.items():
         out += [f"`{name}`: {spec.description}", "", *head, *_field_rows(spec.params, "model"), ""]

@@ -7,6 +7,7 @@ step, evaluation). Hooks a strategy does not define are no-ops, so a method is a
 Hook order for each experience::
 
     before_experience(ctx)
+    lr_scales(ctx) -> {group: multiplier}      # e.g. SLCA: slow backbone after the first experience
     train_split(ctx, split) -> split           # e.g. joint / cumulative change the data
     for every step:
         prepare_batch(ctx, batch) -> batch     # e.g. replay appends stored samples
@@ -88,6 +89,9 @@ class Context:
     steps_in_experience: int = 0
     epoch: int = 0
     seen_classes: tuple[int, ...] = ()
+    #: slow copies of the model that strategies keep (name -> module), e.g. EMA teachers;
+    #: registered in ``setup`` so that callbacks can evaluate every timescale
+    teachers: dict[str, nn.Module] = field(default_factory=dict)
 
     @property
     def exp_index(self) -> int:
@@ -137,6 +141,12 @@ class Strategy(BaseModel):
 
     def before_experience(self, ctx: Context) -> None:
         pass
+
+    def lr_scales(self, ctx: Context) -> dict[str, float]:
+        """Learning-rate multipliers per parameter group (``"backbone"``, ``"head"``) for the
+        current experience, on top of the configured ones; ``{}`` changes nothing. Called by the
+        loop at the start of every experience, after ``before_experience``."""
+        return {}
 
     def train_split(self, ctx: Context, split: Split) -> Split:
         return split
@@ -217,6 +227,13 @@ def _from_saved(saved: Any, current: Any) -> Any:
     if isinstance(saved, Tensor):
         return saved.clone()
     return saved
+
+
+def register_teacher(ctx: Context, name: str, module: nn.Module) -> None:
+    """Make a slow copy visible as ``ctx.teachers[name]`` (names must be unique in a run)."""
+    if name in ctx.teachers and ctx.teachers[name] is not module:
+        raise ValueError(f"a teacher named {name!r} is already registered; choose another name")
+    ctx.teachers[name] = module
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

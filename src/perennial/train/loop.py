@@ -27,6 +27,7 @@ from perennial.train.evaluate import evaluate_stream
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
+from perennial.train.timescales import Timescales, apply_lr_scales, param_groups, with_teachers
 
 
 class Callback:
@@ -75,8 +76,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: torch.nn.Module, s: TrainSettings, timescales: Timescales | None = None
+) -> torch.optim.Optimizer:
+    """One parameter group per part of the model (backbone, head, other), each with its
+    ``lr_scale`` from ``timescales`` (see :mod:`perennial.train.timescales`)."""
+    params = param_groups(model, timescales)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
@@ -108,12 +113,15 @@ def fit(
     seed: int = 0,
     callbacks: Sequence[Callback] = (),
     progress: Progress | None = None,
+    timescales: Timescales | None = None,
 ) -> FitResult:
     """Train ``model`` on every experience of ``stream`` in order with ``strategy``.
 
     After each experience the model is evaluated on the test split of *every* experience
     (seen and unseen), which fills one row of the accuracy matrix. Before training, the
     initial model is evaluated too (``random_init_acc``, needed for forward transfer).
+    ``timescales`` gives parameter groups their own learning-rate multipliers and adds EMA
+    copies of the model (:mod:`perennial.train.timescales`).
     """
     s = settings or TrainSettings()
     t_start = time.perf_counter()
@@ -127,8 +135,9 @@ def fit(
     model.train()
     stream = stream.to(device)
     ctx = Context(model=model, stream=stream, device=device, seed=seed, batch_size=s.batch_size)
+    strategy = with_teachers(strategy, timescales)
     strategy.setup(ctx)
-    optimizer = make_optimizer(model, s)
+    optimizer = make_optimizer(model, s, timescales)
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
     )
@@ -152,8 +161,9 @@ def fit(
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
         ctx.step_in_experience = 0
         if s.reset_optimizer and exp.index > 0:
-            optimizer = make_optimizer(model, s)
+            optimizer = make_optimizer(model, s, timescales)
         strategy.before_experience(ctx)
+        apply_lr_scales(optimizer, strategy.lr_scales(ctx))
         for cb in callbacks:
             cb.on_experience_start(ctx)
 
