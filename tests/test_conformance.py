@@ -23,6 +23,8 @@ SETTINGS = TrainSettings(epochs=2, batch_size=16)
 #: small hyperparameters so every method runs in a fraction of a second
 SMALL: dict[str, dict[str, Any]] = {
     "replay": {"buffer_size": 24},
+    "cls-er": {"buffer_size": 24},
+    "slca": {"ca_samples": 16, "ca_epochs": 2},
 }
 
 
