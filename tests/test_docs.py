@@ -37,6 +37,8 @@ def test_every_strategy_and_benchmark_is_documented():
 def test_example_config_is_valid():
     cfg = build_config(load_config_file(ROOT / "examples" / "replay_ewc.toml"))
     assert cfg.strategy.name == "replay+ewc"
+    cfg = build_config(load_config_file(ROOT / "examples" / "fast_slow.toml"))
+    assert cfg.timescales.teachers == {"stable": 0.98, "plastic": 0.9} and cfg.timescales.predict_with == "stable"
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -500,3 +502,33 @@ def test_cli_reports_timescale_problems_without_a_traceback(tmp_path):
 def test_first_classes_and_a_list_of_sizes_conflict():
     with pytest.raises(ConfigError, match="not both"):
         build_config(overrides=["benchmark.first_classes=5", "benchmark.classes_per_exp=[5,5]"])
+
+
+def test_a_teacher_with_decay_zero_predicts_exactly_like_the_model():
+    s = tiny_stream()
+    r0 = fit(model_for(s), s, Naive(), SETTINGS)
+    r1 = fit(model_for(s), s, Naive(), SETTINGS, timescales=Timescales(teachers={"same": 0.0}, predict_with="same"))
+    assert r1.accuracy_matrix == r0.accuracy_matrix and r1.loss_matrix == r0.loss_matrix
+
+
+def test_example_config_runs_from_the_cli(tmp_path):
+    out = tmp_path / "run.json"
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(Path(__file__).resolve().parents[1] / "examples" / "fast_slow.toml"),
+            "--set",
+            "train.epochs=1",
+            "--store",
+            str(tmp_path),
+            "--json",
+            str(out),
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["config"]["timescales"]["predict_with"] == "stable"
+    assert d["metrics"]["acc"] > 0.5
