@@ -22,7 +22,8 @@ NAMES = STRATEGIES.names()
 SETTINGS = TrainSettings(epochs=2, batch_size=16)
 #: small hyperparameters so every method runs in a fraction of a second
 SMALL: dict[str, dict[str, Any]] = {
-    name: {"buffer_size": 24} for name in NAMES if "buffer_size" in STRATEGIES.get(name).model_fields
+    **{name: {"buffer_size": 24} for name in NAMES if "buffer_size" in STRATEGIES.get(name).model_fields},
+    "slca": {"ca_samples": 16, "ca_epochs": 2},
 }
 
 

@@ -39,6 +39,8 @@ def test_example_config_is_valid():
     assert cfg.strategy.name == "replay+ewc"
     lm = build_config(load_config_file(ROOT / "examples" / "lm_phases.toml"))
     assert lm.benchmark.name == "text-domains" and [p.name for p in lm.train.phases] == ["pretrain", "c", "python"]
+    cfg = build_config(load_config_file(ROOT / "examples" / "fast_slow.toml"))
+    assert cfg.timescales.teachers == {"stable": 0.98, "plastic": 0.9} and cfg.timescales.predict_with == "stable"
 
 
 @pytest.mark.slow

@@ -65,6 +65,7 @@ def build_stream(cfg: RunConfig) -> Stream:
         max_bytes=b.max_bytes,
         val_bytes=b.val_bytes,
         tokenizer=b.tokenizer,
+        first_classes=b.first_classes,
     )
 
 
@@ -255,7 +256,16 @@ def run(
     if store is None:
         evaluator = _evaluator(cfg, strategy, None)
         cbs = [*callbacks, *([evaluator] if evaluator is not None else [])]
-        result = fit(model, stream, strategy, cfg.train, seed=cfg.seed, callbacks=cbs, progress=progress)
+        result = fit(
+            model,
+            stream,
+            strategy,
+            cfg.train,
+            seed=cfg.seed,
+            callbacks=cbs,
+            progress=progress,
+            timescales=cfg.timescales,
+        )
         return _record_from_result(cfg, run_id, stream, config, vers, result, evaluator)
     store.delete_model(run_id)  # an overwritten run must not keep the old run's model
     store.create_run(
@@ -340,6 +350,7 @@ def _fit_in_store(
                 checkpointer=checkpointer,
                 resume=payload,
                 should_stop=should_stop,
+                timescales=cfg.timescales,
             )
     except (RunInterrupted, KeyboardInterrupt):
         store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")
@@ -414,6 +425,7 @@ def _record_from_result(
         random_init_acc=result.random_init_acc,
         experience_names=[e.name for e in stream],
         eval_log=evaluator.log if evaluator is not None else [],
+        model_log=evaluator.model_log if evaluator is not None else [],
         random_init_loss=list(result.random_init_loss),
     )
 

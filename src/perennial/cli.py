@@ -47,7 +47,9 @@ SetOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Config file (TOML or JSON) with seed/benchmark/model/strategy/train tables."),
+    typer.Option(
+        "--config", "-c", help="Config file (TOML or JSON) with seed/benchmark/model/strategy/train/timescales tables."
+    ),
 ]
 ScenarioOpt = Annotated[
     str | None, typer.Option("--scenario", help="class, task or domain (default: the benchmark's own).")

@@ -24,7 +24,7 @@ from perennial.models import MODELS
 from perennial.strategies import make_strategy
 from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
-from perennial.train import ContinualEvalSettings, TrainSettings
+from perennial.train import ContinualEvalSettings, Timescales, TrainSettings
 from perennial.train.settings import Phase
 
 if sys.version_info >= (3, 11):
@@ -39,6 +39,11 @@ class BenchmarkConfig(BaseModel):
     scenario: str | None = Field(default=None, description="class, task or domain (default: the benchmark's)")
     classes_per_exp: int | list[int] | None = Field(
         default=None, description="classes per experience, or a list of sizes (e.g. [5,1,1,1,1,1])"
+    )
+    first_classes: int | None = Field(
+        default=None,
+        ge=1,
+        description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
     class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
     n_experiences: int | None = Field(default=None, ge=1)
@@ -102,6 +107,7 @@ class RunConfig(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     eval: ContinualEvalSettings = Field(default_factory=ContinualEvalSettings)
+    timescales: Timescales = Field(default_factory=Timescales)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -296,6 +302,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "train": TrainSettings,
     "checkpoint": CheckpointConfig,
     "eval": ContinualEvalSettings,
+    "timescales": Timescales,
 }
 
 
@@ -323,6 +330,13 @@ def semantic_problems(
             bench = BENCHMARKS.get(b.name)
             scenario = b.scenario or bench.default_scenario or None
             kind = bench.kind
+            if b.first_classes is not None and isinstance(b.classes_per_exp, list):
+                problems.append(
+                    (
+                        "benchmark.first_classes",
+                        f"give either a list of sizes (classes_per_exp={b.classes_per_exp}) or first_classes, not both",
+                    )
+                )
             if b.scenario is not None and b.scenario not in bench.scenarios:
                 problems.append(
                     ("benchmark.scenario", f"{b.name} supports {', '.join(bench.scenarios)}; got {b.scenario!r}")
@@ -408,6 +422,8 @@ def _type_name(ann: Any) -> str:
     origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is typing.Literal:
         return " \\| ".join(repr(a) for a in args)
+    if origin is dict:
+        return f"dict[{', '.join(_type_name(a) for a in args)}]"
     if args:
         inner = [_type_name(a) for a in args]
         if origin in (list, tuple):
@@ -451,6 +467,7 @@ def reference_markdown() -> str:
     ]
     out += ["### `checkpoint`", "", *head, *_field_rows(CheckpointConfig, "checkpoint"), ""]
     out += ["### `eval` (continual evaluation)", "", *head, *_field_rows(ContinualEvalSettings, "eval"), ""]
+    out += ["### `timescales`", "", *head, *_field_rows(Timescales, "timescales"), ""]
     out += ["### `model` (by `model.name`)", ""]
     out += [*head, *[r for r in _field_rows(ModelConfig, "model")], ""]
     for name, spec in MODELS.items():

@@ -34,6 +34,9 @@ class EvalRecord:
     acc: float  # accuracy on the experience's fixed evaluation subset, in [0, 1]
     loss: float | None = None  # mean cross-entropy on that subset
     grid: bool = True  # on the regular schedule (every N steps, experience start and end)
+    #: which network was evaluated: "" for the run's prediction (the strategy's ``predict``);
+    #: "model" for the working model and a teacher's name for a slow copy (``ctx.teachers``)
+    model: str = ""
 
 
 EvalLog = Sequence[EvalRecord]

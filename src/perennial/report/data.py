@@ -21,6 +21,8 @@ from perennial.store import RunRecord
 MATRIX_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc")
 #: metrics compared across strategies in the comparison chart (when present)
 CHART_METRICS = ("acc", "forgetting", "learning_acc", "min_acc", "wc_acc", "stability_gap")
+#: panels of the timescales plot: mean accuracy on these experiences, as the model trains
+MODEL_PANELS = ("earlier", "current", "seen")
 
 
 @dataclass
@@ -110,6 +112,40 @@ class Group:
             mean = np.array([np.mean(v) for v in vals])
             sem = np.array([np.std(v, ddof=1) / math.sqrt(len(v)) if len(v) > 1 else np.nan for v in vals])
             out.append(Curve(e, np.array([k[0] for k in keys]), mean, sem))
+        return out
+
+    def has_models(self) -> bool:
+        return any(r.model_log for r in self.runs)
+
+    def model_curves(self) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Timescales: for the working model (``"model"``) and each slow copy, the mean accuracy
+        over steps on the earlier experiences (stability), on the current one (plasticity) and on
+        all seen so far; ``{network: {panel: (steps, mean over runs)}}``, panels as in
+        :data:`MODEL_PANELS`. Points are ordered by (step, experience trained), so the end of an
+        experience and the start of the next (same step) both appear."""
+        acc: dict[str, dict[str, dict[tuple[int, int], list[float]]]] = {}
+        for r in self.runs:
+            rows: dict[tuple[str, int, int], list[tuple[int, float]]] = {}
+            for rec in r.model_log:
+                rows.setdefault((rec.model, rec.step, rec.exp_trained), []).append((rec.exp_eval, rec.acc))
+            for (net, step, cur), evals in rows.items():
+                complete = {e for e, _ in evals} >= set(range(cur + 1))  # not a start-of-experience point
+                parts = (
+                    [a for e, a in evals if e < cur],
+                    [a for e, a in evals if e == cur],
+                    [a for e, a in evals if e <= cur] if complete else [],
+                )
+                for panel, vals in zip(MODEL_PANELS, parts, strict=True):
+                    if vals:
+                        acc.setdefault(net, {}).setdefault(panel, {}).setdefault((step, cur), []).append(
+                            float(np.mean(vals))
+                        )
+        out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        for net in sorted(acc, key=lambda n: (n != "model", n)):
+            out[net] = {}
+            for panel, points in acc[net].items():
+                keys = sorted(points)
+                out[net][panel] = (np.array([k[0] for k in keys]), np.array([np.mean(points[k]) for k in keys]))
         return out
 
     def gap_rows(self) -> list[dict[str, Any]]:

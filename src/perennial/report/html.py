@@ -21,6 +21,7 @@ from perennial.report.plots import (
     comparison_chart,
     first_experience_plot,
     stability_plot,
+    timescales_plot,
     to_png,
 )
 from perennial.store import RunRecord, RunStore
@@ -214,6 +215,18 @@ def build_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str |
                 )
             )
             parts.append(_gap_table(g))
+            if g.has_models():
+                parts.append(
+                    img.add(
+                        timescales_plot(g, f"{lab}: the working model and its slow copies ({n_seeds})"),
+                        f"{g.slug}-timescales",
+                        f"accuracy of the fast model and of its slow copies over training steps for {lab}",
+                        "Learning fast and slow: the working model (red) and each slow copy of it (EMA teachers, "
+                        "plastic and stable models), evaluated on the same subsets. Left: old experiences "
+                        "(a slow copy dips less after a switch); middle: the experience being trained (a slow "
+                        "copy learns it later); right: everything seen so far.",
+                    )
+                )
         else:
             parts.append(
                 "<p class='note'>No per-step log: run with <code>--eval-every N</code> to see accuracy during "

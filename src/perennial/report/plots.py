@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from perennial.report.data import CHART_METRICS, Group
+from perennial.report.data import CHART_METRICS, MODEL_PANELS, Group
 
 #: Okabe & Ito (2008), reordered so that the first colours contrast most on white
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
@@ -137,6 +137,38 @@ def stability_plot(group: Group, title: str) -> Figure:
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title, fontsize=10, pad=26)
     ax.legend(title="evaluated on", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=8)
+    return fig
+
+
+def timescales_plot(group: Group, title: str) -> Figure:
+    """The working model against its slow copies over training steps: mean accuracy on the
+    earlier experiences (stability), the current one (plasticity) and all seen so far."""
+    curves = group.model_curves()
+    fig = new_figure(13.0, 4.2)
+    axes = fig.subplots(1, 3, sharex=True, sharey=True)
+    titles = {
+        "earlier": "earlier experiences (stability)",
+        "current": "the current experience (plasticity)",
+        "seen": "all experiences seen so far",
+    }
+    starts = group.boundaries() or sorted({int(s) for c in curves.values() for s in c.get("current", ([], []))[0]})
+    for i, (net, panels) in enumerate(curves.items()):
+        fast = net == "model"
+        st = {"color": "#d62728", "linewidth": 1.2, "alpha": 0.9} if fast else {**style(i), "linewidth": 2.0}
+        for ax, panel in zip(axes, MODEL_PANELS, strict=True):
+            if panel in panels:
+                steps, mean = panels[panel]
+                ax.plot(steps, 100 * mean, label="model (fast)" if fast else net, **st)
+    for ax, panel in zip(axes, MODEL_PANELS, strict=True):
+        for s in starts[1:]:
+            ax.axvline(s, color="#555555", linestyle=":", linewidth=1)
+        ax.set_title(f"mean accuracy on {titles[panel]}", fontsize=9.5)
+        ax.set_xlabel("training step (dotted: a new experience)")
+        ax.set_ylim(-2, 102)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

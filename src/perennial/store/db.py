@@ -65,6 +65,16 @@ CREATE TABLE IF NOT EXISTS eval_log (  -- continual evaluation: one row per (ste
     grid INTEGER NOT NULL DEFAULT 1,  -- 1: regular schedule; 0: extra point for the learning curve area
     PRIMARY KEY (run_id, step, exp_trained, exp_eval)
 );
+CREATE TABLE IF NOT EXISTS model_log (  -- the same for the working model and its slow copies (timescales)
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    exp_trained INTEGER NOT NULL,
+    exp_eval INTEGER NOT NULL,
+    model TEXT NOT NULL,           -- "model" (the working model) or a teacher's name
+    acc REAL NOT NULL,
+    loss REAL,
+    PRIMARY KEY (run_id, step, exp_trained, exp_eval, model)
+);
 CREATE TABLE IF NOT EXISTS experiences (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     idx INTEGER NOT NULL,
@@ -124,6 +134,7 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)  # e.g. warnings from a resume (not stored)
     experience_names: list[str] = field(default_factory=list)
     eval_log: list[EvalRecord] = field(default_factory=list)  # continual evaluation (empty: off)
+    model_log: list[EvalRecord] = field(default_factory=list)  # the model and its slow copies (timescales)
 
     def continual_metrics(self) -> dict[str, Any]:
         """Metrics of the per-step evaluation log (empty when there is none), with the run's
@@ -170,6 +181,7 @@ class EvalLogWriter:
     SQL = (
         "INSERT OR REPLACE INTO eval_log (run_id, step, exp_trained, exp_eval, acc, loss, grid) VALUES (?,?,?,?,?,?,?)"
     )
+    MODEL_SQL = "INSERT OR REPLACE INTO model_log (run_id, step, exp_trained, exp_eval, model, acc, loss) VALUES (?,?,?,?,?,?,?)"
 
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.run_id = store, run_id
@@ -187,19 +199,20 @@ class EvalLogWriter:
         return self._con
 
     def __call__(self, records: Sequence[EvalRecord]) -> None:
+        def loss(r: EvalRecord) -> float | None:
+            return None if r.loss is None or not math.isfinite(r.loss) else float(r.loss)
+
         rows = [
-            (
-                self.run_id,
-                int(r.step),
-                int(r.exp_trained),
-                int(r.exp_eval),
-                float(r.acc),
-                None if r.loss is None or not math.isfinite(r.loss) else float(r.loss),
-                int(bool(r.grid)),
-            )
+            (self.run_id, int(r.step), int(r.exp_trained), int(r.exp_eval), float(r.acc), loss(r), int(bool(r.grid)))
             for r in records
+            if not r.model
         ]
-        if not rows:
+        model_rows = [
+            (self.run_id, int(r.step), int(r.exp_trained), int(r.exp_eval), r.model, float(r.acc), loss(r))
+            for r in records
+            if r.model
+        ]
+        if not rows and not model_rows:
             return
 
         def go() -> None:
@@ -207,6 +220,7 @@ class EvalLogWriter:
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany(self.SQL, rows)
+                con.executemany(self.MODEL_SQL, model_rows)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -402,6 +416,7 @@ class RunStore:
                 try:
                     cur = con.execute("DELETE FROM eval_log WHERE run_id=? AND step>?", (run_id, int(step)))
                     removed[0] = cur.rowcount
+                    con.execute("DELETE FROM model_log WHERE run_id=? AND step>?", (run_id, int(step)))
                     con.execute("COMMIT")
                 except BaseException:
                     con.execute("ROLLBACK")
@@ -436,6 +451,7 @@ class RunStore:
             [
                 ("DELETE FROM results WHERE run_id=?", (run_id,)),
                 ("DELETE FROM eval_log WHERE run_id=?", (run_id,)),
+                ("DELETE FROM model_log WHERE run_id=?", (run_id,)),
                 ("DELETE FROM experiences WHERE run_id=?", (run_id,)),
                 ("DELETE FROM runs WHERE run_id=?", (run_id,)),
             ]
@@ -523,6 +539,7 @@ class RunStore:
             rec.loss_matrix.append([cols[j][1] for j in sorted(cols)])
         rec.experience_names = [e["name"] for e in exps]
         rec.eval_log = self.eval_log(run_id)
+        rec.model_log = self.model_log(run_id)
         return rec
 
     def eval_log(self, run_id: str) -> list[EvalRecord]:
@@ -537,6 +554,20 @@ class RunStore:
                 ).fetchall()
 
         return [EvalRecord(s, t, e, a, lo, bool(g)) for s, t, e, a, lo, g in self._retry(go)]
+
+    def model_log(self, run_id: str) -> list[EvalRecord]:
+        """The per-step log of the working model and its slow copies (``EvalRecord.model``);
+        empty unless the run kept slow copies and had continual evaluation on."""
+
+        def go() -> list[Any]:
+            with self._connect() as con:
+                return con.execute(
+                    "SELECT step, exp_trained, exp_eval, acc, loss, model FROM model_log WHERE run_id=?"
+                    " ORDER BY step, exp_trained, exp_eval, model",
+                    (run_id,),
+                ).fetchall()
+
+        return [EvalRecord(s, t, e, a, lo, True, m) for s, t, e, a, lo, m in self._retry(go)]
 
     def list(
         self,

@@ -5,9 +5,12 @@ Importing this package registers the built-in strategies.
 
 from perennial.strategies import (  # noqa: F401  (registration)
     bic,
+    cls_er,
     der,
+    ema_teacher,
     er_ace,
     ewc,
+    first_session,
     gdumb,
     gem,
     icarl,
@@ -17,13 +20,18 @@ from perennial.strategies import (  # noqa: F401  (registration)
     naive,
     replay,
     si,
+    simplecil,
+    slca,
 )
-from perennial.strategies.base import Batch, Context, Strategy, frozen_copy
+from perennial.strategies.base import Batch, Context, Strategy, frozen_copy, register_teacher
 from perennial.strategies.bic import BiC
+from perennial.strategies.cls_er import ClsER
 from perennial.strategies.compose import Compose, compose
 from perennial.strategies.der import DER, DERpp
+from perennial.strategies.ema_teacher import EMATeacher
 from perennial.strategies.er_ace import ERACE
 from perennial.strategies.ewc import EWC, OnlineEWC
+from perennial.strategies.first_session import FirstSession
 from perennial.strategies.gdumb import GDumb
 from perennial.strategies.gem import AGEM, GEM
 from perennial.strategies.icarl import ICaRL
@@ -35,6 +43,9 @@ from perennial.strategies.registry import STRATEGIES, make_strategy, register
 from perennial.strategies.rehearsal import Rehearsal
 from perennial.strategies.replay import Replay
 from perennial.strategies.si import SI
+from perennial.strategies.simplecil import SimpleCIL
+from perennial.strategies.slca import SLCA
+from perennial.strategies.teachers import Teachers
 
 __all__ = [
     "AGEM",
@@ -44,13 +55,17 @@ __all__ = [
     "GEM",
     "MAS",
     "SI",
+    "SLCA",
     "STRATEGIES",
     "Batch",
     "BiC",
+    "ClsER",
     "Compose",
     "Context",
     "Cumulative",
     "DERpp",
+    "EMATeacher",
+    "FirstSession",
     "GDumb",
     "ICaRL",
     "Joint",
@@ -59,9 +74,12 @@ __all__ = [
     "OnlineEWC",
     "Rehearsal",
     "Replay",
+    "SimpleCIL",
     "Strategy",
+    "Teachers",
     "compose",
     "frozen_copy",
     "make_strategy",
     "register",
+    "register_teacher",
 ]

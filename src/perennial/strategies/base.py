@@ -7,6 +7,7 @@ step, evaluation). Hooks a strategy does not define are no-ops, so a method is a
 Hook order for each experience::
 
     before_experience(ctx)
+    lr_scales(ctx) -> {group: multiplier}      # e.g. SLCA: slow backbone after the first experience
     train_split(ctx, split) -> split           # e.g. joint / cumulative change the data
     for every step:
         prepare_batch(ctx, batch) -> batch     # e.g. replay appends stored samples
@@ -91,6 +92,12 @@ class Context:
     #: the current experience's phase overrides from ``train.phases`` (plain data, e.g.
     #: ``{"replay_ratio": 0.05}``); empty when the run declares no phases
     phase: dict[str, Any] = field(default_factory=dict)
+    #: slow copies of the model that strategies keep (name -> module), e.g. EMA teachers;
+    #: registered in ``setup`` so that callbacks can evaluate every timescale
+    teachers: dict[str, nn.Module] = field(default_factory=dict)
+    #: the strategy ``fit`` runs (with the copies of ``timescales.teachers`` composed in front),
+    #: for callbacks that predict as the run does
+    strategy: Strategy | None = None
 
     @property
     def exp_index(self) -> int:
@@ -148,6 +155,12 @@ class Strategy(BaseModel):
     def before_experience(self, ctx: Context) -> None:
         """Called once at the start of each experience (not again when a run resumes inside it:
         the checkpoint already holds what it changed)."""
+
+    def lr_scales(self, ctx: Context) -> dict[str, float]:
+        """Learning-rate multipliers per parameter group (``"backbone"``, ``"head"``) for the
+        current experience, on top of the configured ones; ``{}`` changes nothing. Called by the
+        loop at the start of every experience, after ``before_experience``."""
+        return {}
 
     def train_split(self, ctx: Context, split: Split) -> Split:
         """The data to train on in this experience. Must be free of side effects and a function
@@ -251,6 +264,13 @@ def _from_saved(saved: Any, current: Any, device: torch.device | str | None = No
     if isinstance(saved, Tensor):
         return saved.to(device).clone() if device is not None else saved.clone()
     return saved
+
+
+def register_teacher(ctx: Context, name: str, module: nn.Module) -> None:
+    """Make a slow copy visible as ``ctx.teachers[name]`` (names must be unique in a run)."""
+    if name in ctx.teachers and ctx.teachers[name] is not module:
+        raise ValueError(f"a teacher named {name!r} is already registered; choose another name")
+    ctx.teachers[name] = module
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -14,7 +14,8 @@ from perennial.streams.core import Split
 
 class Compose(Strategy):
     """Chains hooks: batch/loss/split hooks are threaded through each member in order;
-    ``predict`` is taken from the first member that defines one."""
+    ``predict`` is taken from the first member that defines one; learning-rate multipliers
+    (``lr_scales``) of the members multiply."""
 
     name: ClassVar[str] = "compose"
     members: tuple[Strategy, ...]
@@ -38,6 +39,13 @@ class Compose(Strategy):
     def before_experience(self, ctx: Context) -> None:
         for m in self.members:
             m.before_experience(ctx)
+
+    def lr_scales(self, ctx: Context) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in self.members:  # multipliers of several members multiply
+            for group, scale in m.lr_scales(ctx).items():
+                out[group] = out.get(group, 1.0) * scale
+        return out
 
     def train_split(self, ctx: Context, split: Split) -> Split:
         for m in self.members:

@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
 from perennial.streams import datasets, text
@@ -39,10 +41,22 @@ def _split(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., St
         classes_per_exp: int | Sequence[int] | None = None,
         class_order_seed: int | None = None,
         n_experiences: int | None = None,
+        first_classes: int | None = None,
     ) -> Stream:
         xtr, ytr, xte, yte = loader()
-        if n_experiences is not None and classes_per_exp is None:
-            classes_per_exp = max(1, 10 // n_experiences)
+        n_classes = len(np.unique(np.asarray(ytr)))
+        if first_classes is not None and classes_per_exp is None:
+            # a big first experience, then the rest in n_experiences - 1 experiences (default: one class each)
+            rest = n_classes - first_classes
+            per = 1 if n_experiences is None or n_experiences < 2 else rest // (n_experiences - 1)
+            if n_experiences is not None and (n_experiences < 2 or per * (n_experiences - 1) != rest):
+                raise ScenarioError(
+                    f"cannot split the {rest} classes after a first experience of {first_classes} into "
+                    f"{(n_experiences or 1) - 1} equal experiences; set benchmark.classes_per_exp instead"
+                )
+            classes_per_exp = max(per, 1)
+        elif n_experiences is not None and classes_per_exp is None:
+            classes_per_exp = max(1, n_classes // n_experiences)
         return split_by_class(
             xtr,
             ytr,
@@ -51,6 +65,7 @@ def _split(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., St
             classes_per_exp=classes_per_exp if classes_per_exp is not None else 2,
             scenario=scenario,
             class_order_seed=class_order_seed,
+            first_classes=first_classes,
             name=name,
         )
 
@@ -62,9 +77,12 @@ def _permuted(
     n_experiences: int | None = None,
     classes_per_exp: int | Sequence[int] | None = None,
     class_order_seed: int | None = None,
+    first_classes: int | None = None,
 ) -> Stream:
-    if classes_per_exp is not None:
-        raise ScenarioError("permuted-mnist has all 10 classes in every experience; drop classes_per_exp")
+    if classes_per_exp is not None or first_classes is not None:
+        raise ScenarioError(
+            "permuted-mnist has all 10 classes in every experience; drop classes_per_exp and first_classes"
+        )
     xtr, ytr, xte, yte = datasets.mnist5k()
     n = n_experiences or 5
     # Experience 0 sees the original images; experience k a fixed permutation seeded by k.

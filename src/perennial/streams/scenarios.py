@@ -60,17 +60,38 @@ def class_groups(
     classes_per_exp: int | Sequence[int],
     *,
     class_order_seed: int | None = None,
+    first_classes: int | None = None,
 ) -> list[list[int]]:
     """Split ``classes`` into consecutive groups.
 
     ``classes_per_exp`` is one size for every experience or a list of sizes (e.g. ``[5, 1, 1,
-    1, 1, 1]`` for a big first experience). With ``class_order_seed`` the class order is
-    shuffled deterministically first; ``None`` keeps the natural order.
+    1, 1, 1]`` for a big first experience). ``first_classes=5`` is the same big first
+    experience written as an alias: the first group gets 5 classes, the others
+    ``classes_per_exp`` each. With ``class_order_seed`` the class order is shuffled
+    deterministically first; ``None`` keeps the natural order.
     """
     order = sorted(int(c) for c in classes)
     if class_order_seed is not None:
         g = torch.Generator().manual_seed(int(class_order_seed))
         order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
+    if first_classes is not None:
+        if not isinstance(classes_per_exp, int):
+            raise DataError(
+                "give either a list of experience sizes (classes_per_exp) or first_classes, not both; "
+                f"e.g. classes_per_exp={[first_classes] + [1] * max(len(order) - first_classes, 0)}"
+            )
+        if not 1 <= first_classes < len(order):
+            raise DataError(
+                f"first_classes must be between 1 and {len(order) - 1} (there are {len(order)} classes), "
+                f"got {first_classes}"
+            )
+        rest = len(order) - first_classes
+        if classes_per_exp < 1 or rest % classes_per_exp:
+            raise DataError(
+                f"the {rest} classes after the first experience cannot be split evenly into experiences of "
+                f"{classes_per_exp}; set classes_per_exp to a divisor of {rest} or pass a list of sizes"
+            )
+        classes_per_exp = [first_classes] + [classes_per_exp] * (rest // classes_per_exp)
     if isinstance(classes_per_exp, int):
         if classes_per_exp < 1:
             raise DataError(f"classes_per_exp must be >= 1, got {classes_per_exp}")
@@ -100,6 +121,7 @@ def split_by_class(
     classes_per_exp: int | Sequence[int] = 2,
     scenario: Scenario = "class",
     class_order_seed: int | None = None,
+    first_classes: int | None = None,
     name: str = "split",
     class_names: Sequence[str] | None = None,
 ) -> Stream:
@@ -107,7 +129,8 @@ def split_by_class(
 
     Labels keep their original values in the ``class`` and ``task`` scenarios (the model has
     one output per class); in ``domain`` they become the position of the class inside its
-    experience.
+    experience. ``first_classes`` gives the first experience that many classes (a "pre-train,
+    then continue" stream); the others get ``classes_per_exp`` each.
     """
     if scenario not in SCENARIOS:
         raise DataError(f"scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
@@ -123,7 +146,7 @@ def split_by_class(
         raise DataError(f"labels must be >= 0, found {int(ytr.min())}")
     n_classes = int(max(int(ytr.max()), int(yte.max()) if len(yte) else 0)) + 1
     present = sorted(set(ytr.unique().tolist()))
-    groups = class_groups(present, classes_per_exp, class_order_seed=class_order_seed)
+    groups = class_groups(present, classes_per_exp, class_order_seed=class_order_seed, first_classes=first_classes)
     if scenario == "domain" and len({len(g) for g in groups}) != 1:
         raise DataError("domain-incremental splits need the same number of classes in every experience")
 

@@ -6,6 +6,7 @@ from perennial.train.loop import Callback, FitResult, fit, make_optimizer, resol
 from perennial.train.progress import NoProgress, Progress, RichProgress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
+from perennial.train.timescales import Timescales, apply_lr_scales, param_groups, with_teachers
 
 __all__ = [
     "Callback",
@@ -15,12 +16,16 @@ __all__ = [
     "NoProgress",
     "Progress",
     "RichProgress",
+    "Timescales",
     "TrainSettings",
+    "apply_lr_scales",
     "evaluate_split",
     "evaluate_stream",
     "fit",
     "lr_multiplier",
     "make_optimizer",
+    "param_groups",
     "resolve_device",
     "seed_everything",
+    "with_teachers",
 ]

@@ -24,6 +24,13 @@ every ``b`` that is a multiple of ``every``. For the learning curve area, the cu
 experience alone is also evaluated at ``b = 1..lca_beta``; those extra points are marked
 ``grid=False``.
 
+Timescales: when the run keeps slow copies of the model (``ctx.teachers``: EMA teachers of
+``timescales.teachers``, CLS-ER's plastic and stable models, ...) and ``timescales`` is on,
+every regular evaluation also measures the working model (``model="model"``) and each copy
+(``model=<its name>``) on the same subsets, for plots of the fast model against its slow
+copies. Those records are kept apart (``model_log``): the metrics of the log are always of the
+run's prediction.
+
 Nothing needs restoring when a fit resumes from a checkpoint: the schedule is derived from
 ``ctx`` and the subsets from the run seed. (Drop the store's rows measured after the
 checkpoint with ``RunStore.delete_eval_after``; ``log`` holds only what this process measured.)
@@ -32,7 +39,7 @@ checkpoint with ``RunStore.delete_eval_after``; ``log`` holds only what this pro
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +69,11 @@ class ContinualEvalSettings(BaseModel):
         ge=0,
         description="LCA over the first beta steps of each experience (A-GEM); those steps are all evaluated",
     )
+    timescales: bool = Field(
+        default=True,
+        description="also evaluate the working model and every slow copy (timescales.teachers, cls-er, ...) "
+        "on the regular schedule",
+    )
 
 
 Sink = Callable[[list[EvalRecord]], None]
@@ -83,6 +95,7 @@ class ContinualEvaluator(Callback):
         include_next: bool = False,
         lca_beta: int = 10,
         batch_size: int = 1024,
+        timescales: bool = True,
         sink: Sink | None = None,
     ):
         if every < 1 or budget < 1 or lca_beta < 0 or batch_size < 1:
@@ -93,9 +106,10 @@ class ContinualEvaluator(Callback):
         self.strategy = strategy
         self.every, self.budget, self.include_next, self.lca_beta = every, budget, include_next, lca_beta
         self.batch_size = batch_size
+        self.timescales = timescales
         self.sink = sink
         self.seconds = 0.0
-        self._records: dict[tuple[int, int, int], EvalRecord] = {}
+        self._records: dict[tuple[int, int, int, str], EvalRecord] = {}
         self._subsets: list[Split] = []
         self._cache: tuple[tuple[int, ...], Split, torch.Tensor] | None = None
 
@@ -112,13 +126,23 @@ class ContinualEvaluator(Callback):
             include_next=s.include_next,
             lca_beta=s.lca_beta,
             batch_size=batch_size,
+            timescales=s.timescales,
             sink=sink,
         )
 
     @property
     def log(self) -> list[EvalRecord]:
-        """Every record so far, in time order."""
-        return sorted(self._records.values(), key=lambda r: (r.step, r.exp_trained, r.exp_eval))
+        """Every record of the run's prediction so far, in time order."""
+        return self._sorted(r for r in self._records.values() if not r.model)
+
+    @property
+    def model_log(self) -> list[EvalRecord]:
+        """The records of the working model and its slow copies (see *Timescales* above)."""
+        return self._sorted(r for r in self._records.values() if r.model)
+
+    @staticmethod
+    def _sorted(records: Iterable[EvalRecord]) -> list[EvalRecord]:
+        return sorted(records, key=lambda r: (r.step, r.exp_trained, r.exp_eval, r.model))
 
     # ------------------------------------------------------------ callbacks
     def on_fit_start(self, ctx: Context, random_init_acc: list[float], random_init_loss: list[float]) -> None:
@@ -177,44 +201,58 @@ class ContinualEvaluator(Callback):
         model = ctx.model
         was_training = model.training
         model.eval()
-        n_groups = len(targets)
-        device = split.y.device
-        correct = torch.zeros(n_groups, dtype=torch.float64, device=device)
-        loss_sum = torch.zeros(n_groups, dtype=torch.float64, device=device)
+
+        strategy = ctx.strategy if ctx.strategy is not None else self.strategy  # with timescales' teachers
+
+        def prediction(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            logits = strategy.predict(ctx, x, t)
+            return model(x, t) if logits is None else logits
+
+        nets: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"": prediction}
+        if grid and self.timescales and ctx.teachers:
+            nets["model"] = model
+            nets.update(ctx.teachers)
         try:
-            for start in range(0, len(split), self.batch_size):
-                sl = slice(start, start + self.batch_size)
-                x, y, t = split.x[sl], split.y[sl], split.t[sl]
-                logits = self.strategy.predict(ctx, x, t)
-                if logits is None:
-                    logits = model(x, t)
-                logits = logits.float()
-                # per sample; for language modelling ((B, T, V) logits) the mean over its tokens
-                n = len(y)
-                hit = (logits.argmax(-1) == y).reshape(n, -1).double().mean(1)
-                ce = (
-                    F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none")
-                    .reshape(n, -1)
-                    .double()
-                    .mean(1)
-                )
-                if group is None:
-                    correct += hit.sum()
-                    loss_sum += ce.sum()
-                else:
-                    g = group[sl]
-                    correct.index_add_(0, g, hit)
-                    loss_sum.index_add_(0, g, ce)
+            stats = {name: self._measure(fn, split, group, len(targets)) for name, fn in nets.items()}
         finally:
             model.train(was_training)
         counts = [len(self._subsets[e]) for e in targets]
-        accs, losses = torch.stack([correct, loss_sum]).tolist()  # one host transfer per evaluation
         records = [
-            EvalRecord(ctx.step, ctx.exp_index, e, accs[i] / counts[i], losses[i] / counts[i], grid)
+            EvalRecord(ctx.step, ctx.exp_index, e, accs[i] / counts[i], losses[i] / counts[i], grid, name)
+            for name, (accs, losses) in stats.items()
             for i, e in enumerate(targets)
         ]
         for r in records:
-            self._records[(r.step, r.exp_trained, r.exp_eval)] = r
+            self._records[(r.step, r.exp_trained, r.exp_eval, r.model)] = r
         if self.sink is not None:
             self.sink(records)
         self.seconds += time.perf_counter() - t0
+
+    def _measure(
+        self,
+        net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        split: Split,
+        group: torch.Tensor | None,
+        n_groups: int,
+    ) -> tuple[list[float], list[float]]:
+        """Summed per-sample accuracy and cross-entropy of ``net`` per group of ``split``."""
+        device = split.y.device
+        correct = torch.zeros(n_groups, dtype=torch.float64, device=device)
+        loss_sum = torch.zeros(n_groups, dtype=torch.float64, device=device)
+        for start in range(0, len(split), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            x, y, t = split.x[sl], split.y[sl], split.t[sl]
+            logits = net(x, t).float()
+            # per sample; for language modelling ((B, T, V) logits) the mean over its tokens
+            n = len(y)
+            hit = (logits.argmax(-1) == y).reshape(n, -1).double().mean(1)
+            ce = F.cross_entropy(logits.flatten(0, -2), y.flatten(), reduction="none").reshape(n, -1).double().mean(1)
+            if group is None:
+                correct += hit.sum()
+                loss_sum += ce.sum()
+            else:
+                g = group[sl]
+                correct.index_add_(0, g, hit)
+                loss_sum.index_add_(0, g, ce)
+        accs, losses = torch.stack([correct, loss_sum]).tolist()  # one host transfer per network
+        return accs, losses

@@ -35,6 +35,7 @@ from perennial.train.evaluate import evaluate_stream
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
+from perennial.train.timescales import Timescales, apply_lr_scales, param_groups, with_teachers
 
 PAYLOAD_FORMAT = 1
 
@@ -151,8 +152,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(
+    model: torch.nn.Module, s: TrainSettings, timescales: Timescales | None = None
+) -> torch.optim.Optimizer:
+    """One parameter group per part of the model (backbone, head, other), each with its
+    ``lr_scale`` from ``timescales`` (see :mod:`perennial.train.timescales`)."""
+    params = param_groups(model, timescales)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
@@ -234,6 +239,7 @@ def fit(
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    timescales: Timescales | None = None,
 ) -> FitResult:
     """Train ``model`` on every experience of ``stream`` in order with ``strategy``.
 
@@ -244,6 +250,8 @@ def fit(
     ``checkpointer`` receives a payload every ``checkpointer.every`` steps, at every
     experience boundary and when ``should_stop()`` turns true (then :class:`RunInterrupted`
     is raised). ``resume`` is such a payload: training continues exactly where it was taken.
+    ``timescales`` gives parameter groups their own learning-rate multipliers and adds EMA
+    copies of the model (:mod:`perennial.train.timescales`).
     """
     s = settings or TrainSettings()
     t_start = time.perf_counter()
@@ -259,11 +267,13 @@ def fit(
     model.train()
     stream = stream.to(device)
     ctx = Context(model=model, stream=stream, device=device, seed=seed, batch_size=s.batch_size)
+    strategy = with_teachers(strategy, timescales)
+    ctx.strategy = strategy
     strategy.setup(ctx)
     # Phases may freeze parameters: every optimizer is built with the trainability at fit
     # start (so its parameter groups never change); frozen parameters get no gradient.
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
-    optimizer = make_optimizer(model, s)
+    optimizer = make_optimizer(model, s, timescales)
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
     )
@@ -325,10 +335,13 @@ def fit(
         ctx.phase = phase.model_dump(exclude_none=True, exclude_defaults=True)
         if not mid and (se.reset_optimizer or strategy.needs_fresh_optimizer()) and exp.index > 0:  # e.g. GDumb
             apply_freeze(model, trainable, ())
-            optimizer = make_optimizer(model, s)
+            optimizer = make_optimizer(model, s, timescales)
         apply_freeze(model, trainable, phase.freeze)
         if not mid:
             strategy.before_experience(ctx)
+        # lr_scales is a function of the context (also after a resume inside the experience)
+        apply_lr_scales(optimizer, strategy.lr_scales(ctx))
+        if not mid:
             for cb in callbacks:
                 cb.on_experience_start(ctx)
 
