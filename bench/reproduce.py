@@ -42,7 +42,8 @@ REGULARISERS = ("ewc", "online-ewc", "si", "mas", "lwf")
 #: table order: lower bound, regularisation, gradient projection, replay family, upper bounds
 ORDER = (
     "naive", "ewc", "online-ewc", "si", "mas", "lwf", "agem", "gem", "replay", "replay-power", "er-ace", "der",
-    "derpp", "gdumb", "icarl", "bic", "cumulative", "joint",
+    "derpp", "gdumb", "icarl", "bic", "ema-teacher", "cls-er", "slca", "simplecil", "first-session",
+    "cumulative", "joint",
 )  # fmt: skip
 #: extra rows: a registered strategy with non-default options (label -> (name, config overrides))
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {

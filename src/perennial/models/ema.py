@@ -66,7 +66,7 @@ class EMA:
         self.warmup = bool(warmup)
         self.updates = 0  # update() calls so far (steps), whether or not a copy moved
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.copies: dict[str, nn.Module] = {name: _frozen(model) for name in decays}
+        self.copies: dict[str, nn.Module] = {name: frozen_copy(model) for name in decays}
 
     # ---------------------------------------------------------------- access
     def __getitem__(self, name: str) -> nn.Module:
@@ -152,7 +152,8 @@ class EMA:
             self[name].load_state_dict(sd)
 
 
-def _frozen(model: nn.Module) -> nn.Module:
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A detached, eval-mode copy of ``model`` with gradients off (an EMA copy, a teacher)."""
     m = copy.deepcopy(model)
     m.eval()
     for p in m.parameters():

@@ -27,7 +27,6 @@ numbers created by :meth:`Strategy.setup`) and round-trips through ``state_dict`
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from torch import Tensor, nn
 
 from perennial.errors import ScenarioError
+from perennial.models.ema import frozen_copy as frozen_copy  # re-exported: strategies use it for teachers
 from perennial.seeding import derive_seed
 from perennial.streams.core import SCENARIOS, Experience, Split, Stream
 
@@ -271,12 +271,3 @@ def register_teacher(ctx: Context, name: str, module: nn.Module) -> None:
     if name in ctx.teachers and ctx.teachers[name] is not module:
         raise ValueError(f"a teacher named {name!r} is already registered; choose another name")
     ctx.teachers[name] = module
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A detached, eval-mode copy of ``model`` with gradients off (e.g. a teacher)."""
-    teacher = copy.deepcopy(model)
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
