@@ -324,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", help="Markdown report (default docs/results.md; with --quick bench/results/quick.md)")
     ap.add_argument("--json", help="run cache (default bench/results/reproduce.json; with --quick .../quick.json)")
     ap.add_argument("--fresh", action="store_true", help="ignore runs already in the cache")
+    ap.add_argument("--prune", action="store_true", help="drop cached runs this table does not use (stale configs)")
     ap.add_argument(
         "--notes",
         default=str(ROOT / "bench" / "reproduce_notes.md"),
@@ -378,6 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
     wall = time.perf_counter() - t0
+    if args.prune and len(cache) > len(runs):
+        print(f"pruned {len(cache) - len(runs)} cached runs this table does not use", file=sys.stderr)
+        save_cache(cache_path, runs)
     command = "python bench/reproduce.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
