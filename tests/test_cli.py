@@ -110,6 +110,7 @@ def test_list_strategies_shows_every_registered_name_and_its_scenarios():
     lines = {ln.split()[0]: ln for ln in invoke("list", "strategies", "-v").output.splitlines()}
     assert set(lines) == set(STRATEGIES.names())
     assert "[class]" in lines["icarl"] and "[class,domain,task]" in lines["gem"]
+    assert "+lm" in lines["replay"] and "+lm" not in lines["icarl"]  # language-model streams
 
 
 def test_compare_accepts_any_subset_of_the_zoo(tmp_path):

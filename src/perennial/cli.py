@@ -683,14 +683,18 @@ def _ids_from_json(path: Path) -> list[str]:
 
 @list_app.command("strategies")
 def list_strategies(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add scenarios and a description.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Add scenarios, language-model support (+lm) and a description.")
+    ] = False,
 ) -> None:
     """Registered strategies."""
     from perennial.strategies import STRATEGIES
 
     for name, cls in STRATEGIES.items():
         if verbose:
-            out.print(f"{name:<14} [{','.join(sorted(cls.scenarios))}] {cls.summary}", markup=False, soft_wrap=True)
+            lm = "+lm" if "lm" in cls.kinds else ""
+            scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
+            out.print(f"{name:<14} {scen:<23} {cls.summary}", markup=False, soft_wrap=True)
         else:
             out.print(name)
 
