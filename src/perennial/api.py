@@ -256,16 +256,7 @@ def run(
     if store is None:
         evaluator = _evaluator(cfg, strategy, None)
         cbs = [*callbacks, *([evaluator] if evaluator is not None else [])]
-        result = fit(
-            model,
-            stream,
-            strategy,
-            cfg.train,
-            seed=cfg.seed,
-            callbacks=cbs,
-            progress=progress,
-            timescales=cfg.timescales,
-        )
+        result = _fit(cfg, model, stream, strategy, cbs, progress)
         return _record_from_result(cfg, run_id, stream, config, vers, result, evaluator)
     store.delete_model(run_id)  # an overwritten run must not keep the old run's model
     store.create_run(
@@ -339,18 +330,16 @@ def _fit_in_store(
         store.delete_eval_after(run_id, int(payload["loop"]["step"]))
     try:
         with stop_on_signals() as should_stop:
-            result = fit(
+            result = _fit(
+                cfg,
                 model,
                 stream,
                 strategy,
-                cfg.train,
-                seed=cfg.seed,
-                callbacks=cbs,
-                progress=progress,
+                cbs,
+                progress,
                 checkpointer=checkpointer,
                 resume=payload,
                 should_stop=should_stop,
-                timescales=cfg.timescales,
             )
     except (RunInterrupted, KeyboardInterrupt):
         store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")
@@ -372,6 +361,30 @@ def _fit_in_store(
     if not cfg.checkpoint.keep_after_finish:
         ckdir.clear()
     return store.get(run_id)
+
+
+def _fit(
+    cfg: RunConfig,
+    model: Classifier,
+    stream: Stream,
+    strategy: Strategy,
+    callbacks: Sequence[Callback],
+    progress: Progress | None,
+    **loop: Any,
+) -> FitResult:
+    """``fit`` with everything the run config decides (settings, seed, timescales); ``loop``
+    adds checkpointing and resume for stored runs."""
+    return fit(
+        model,
+        stream,
+        strategy,
+        cfg.train,
+        seed=cfg.seed,
+        callbacks=callbacks,
+        progress=progress,
+        timescales=cfg.timescales,
+        **loop,
+    )
 
 
 def _evaluator(cfg: RunConfig, strategy: Strategy, sink: Any) -> ContinualEvaluator | None:
