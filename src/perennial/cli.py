@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -154,18 +154,29 @@ def _pct(x: float | None, sem: float | None = None) -> str:
 
 
 def _matrix_table(rec: Any) -> Table:
-    n = len(rec.random_init_acc) or (len(rec.accuracy_matrix[0]) if rec.accuracy_matrix else 0)
-    names = rec.experience_names or [f"exp{j}" for j in range(n)]
-    t = Table(title=f"accuracy (%) after each experience — {rec.run_id}", title_justify="left")
+    return _per_experience_table(
+        rec, rec.random_init_acc, rec.accuracy_matrix, _pct, f"accuracy (%) after each experience — {rec.run_id}"
+    )
+
+
+def _per_experience_table(
+    rec: Any, initial: list[Any], matrix: list[list[Any]], fmt: Callable[[Any], str], title: str
+) -> Table:
+    """Row i: a value per experience j after training on experiences 0..i (j > i dimmed: not
+    trained yet); first row: the initial model."""
+    n = len(initial) or (len(matrix[0]) if matrix else 0)
+    names = rec.experience_names or rec.config.get("benchmark", {}).get("domains") or []
+    names = list(names) + [f"exp{j}" for j in range(len(names), n)]
+    t = Table(title=title, title_justify="left")
     t.add_column("trained on", style="bold")
     for name in names:
         t.add_column(name, justify="right")
-    if rec.random_init_acc:
-        t.add_row("(initial)", *[_pct(a) for a in rec.random_init_acc], style="dim")
-    for i, row in enumerate(rec.accuracy_matrix):
+    if initial:
+        t.add_row("(initial)", *[fmt(v) for v in initial], style="dim")
+    for i, row in enumerate(matrix):
         t.add_row(
             names[i] if i < len(names) else str(i),
-            *[_pct(a) if j <= i else f"[dim]{_pct(a)}[/]" for j, a in enumerate(row)],
+            *[fmt(v) if j <= i else f"[dim]{fmt(v)}[/]" for j, v in enumerate(row)],
         )
     return t
 
@@ -191,21 +202,13 @@ def _num(x: float | None, sem: float | None = None, digits: int = 3) -> str:
 
 def _loss_table(rec: Any) -> Table:
     """The validation-loss matrix L[i, j] of a language-model run (nats per token)."""
-    n = len(rec.random_init_loss) or (len(rec.loss_matrix[0]) if rec.loss_matrix else 0)
-    names = rec.experience_names or rec.config.get("benchmark", {}).get("domains") or [f"exp{j}" for j in range(n)]
-    names = list(names) + [f"exp{j}" for j in range(len(names), n)]
-    t = Table(title=f"validation loss (nats/token) after each phase — {rec.run_id}", title_justify="left")
-    t.add_column("trained on", style="bold")
-    for name in names:
-        t.add_column(name, justify="right")
-    if rec.random_init_loss:
-        t.add_row("(initial)", *[_num(v) for v in rec.random_init_loss], style="dim")
-    for i, row in enumerate(rec.loss_matrix):
-        t.add_row(
-            names[i] if i < len(names) else str(i),
-            *[_num(v) if j <= i else f"[dim]{_num(v)}[/]" for j, v in enumerate(row)],
-        )
-    return t
+    return _per_experience_table(
+        rec,
+        rec.random_init_loss,
+        rec.loss_matrix,
+        _num,
+        f"validation loss (nats/token) after each phase — {rec.run_id}",
+    )
 
 
 def _lm_metrics_table(metrics: dict[str, Any]) -> Table:
