@@ -147,10 +147,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _pct(x: float | None, sem: float | None = None) -> str:
-    if x is None:
-        return "–"
-    s = f"{100 * x:.1f}"
-    return s if sem is None else f"{s}±{100 * sem:.1f}"
+    """A fraction as a percentage with one decimal (``_num`` of ``100 * x``)."""
+    return _num(None if x is None else 100 * x, None if sem is None else 100 * sem, digits=1)
 
 
 def _matrix_table(rec: Any) -> Table:
