@@ -227,6 +227,36 @@ def _diverged(step: int, exp_index: int, exp_name: str, k: int, total: int) -> D
     )
 
 
+def forward_loss(
+    ctx: Context, strategy: Strategy, batch: Batch, autocast: Callable[[], Any] = contextlib.nullcontext
+) -> torch.Tensor:
+    """The forward half of one training step: the model's logits, the task loss, then the
+    strategy's change of the loss (regularisers, replay terms, distillation)."""
+    with autocast():
+        logits = ctx.model(batch.x, batch.t)
+        loss = task_loss(logits, batch.y)
+        return strategy.loss(ctx, batch, logits, loss)
+
+
+def optimizer_step(
+    ctx: Context,
+    strategy: Strategy,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    loss: torch.Tensor,
+    grad_clip: float | None = None,
+) -> None:
+    """The backward half of one training step: gradients, the strategy's gradient hook
+    (projections, masks), clipping, the optimizer step, then the strategy's after-step hook."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    strategy.before_step(ctx)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), grad_clip)
+    optimizer.step()
+    strategy.after_step(ctx, batch)
+
+
 def fit(
     model: Classifier,
     stream: Stream,
@@ -381,10 +411,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
 
-            with autocast():
-                logits = model(batch.x, batch.t)
-                loss = task_loss(logits, batch.y)
-                loss = strategy.loss(ctx, batch, logits, loss)
+            loss = forward_loss(ctx, strategy, batch, autocast)
             # A host sync per step is free on the CPU; on accelerators only "skip" needs it,
             # "stop" checks a device-side flag every 25 steps and at the end of the experience.
             if sync_check:
@@ -399,13 +426,7 @@ def fit(
                 if (k % 25 == 24 or k == total - 1) and int(first_bad) >= 0:
                     bad = int(first_bad)
                     raise _diverged(bad, exp.index, exp.name, bad - (st.step - k), total)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            strategy.before_step(ctx)
-            if s.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            optimizer.step()
-            strategy.after_step(ctx, batch)
+            optimizer_step(ctx, strategy, optimizer, batch, loss, s.grad_clip)
             st.step += 1
             st.k = k + 1
             ctx.step, ctx.step_in_experience = st.step, k + 1
