@@ -34,12 +34,14 @@ class ConfigError(PerennialError):
 class UnknownNameError(ConfigError):
     """A name (strategy, benchmark, model, ...) is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], *, field: str | None = None):
+    def __init__(self, kind: str, name: str, known: Iterable[str], *, field: str | None = None, plugins: bool = False):
         known = sorted(known)
         self.kind, self.name, self.known = kind, name, known
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
         msg = f"unknown {kind} {name!r}; {hint}known: {', '.join(known)}"
+        if plugins:
+            msg += " (or your own: package.module:Name, see docs/plugins.md)"
         super().__init__([(field or kind, msg)], header=f"unknown {kind}")
 
 

@@ -149,13 +149,21 @@ def cnn(
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    build: Callable[..., Classifier]
+    build: Callable[..., nn.Module]  # a Classifier for the built-in names
     params: type[BaseModel]
     description: str
     kind: str = "classification"  # the stream kind it models: "classification" or "lm" (next-token)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+def _adapt_model(name: str, obj: Any) -> ModelSpec:
+    from perennial.models.user import factory_spec
+
+    return factory_spec(name, obj)  # type: ignore[no-any-return]
+
+
+#: model builders by name; ``package.module:factory`` names and ``perennial.models`` entry
+#: points resolve to :func:`perennial.models.user.factory_spec` of the factory
+MODELS: Registry[ModelSpec] = Registry("model", group="perennial.models", adapt=_adapt_model)
 MODELS.add("mlp", ModelSpec("mlp", mlp, MLPParams, "multi-layer perceptron on flattened inputs"))
 MODELS.add("cnn", ModelSpec("cnn", cnn, CNNParams, "small 1D/2D convolutional network"))
 
@@ -176,7 +184,7 @@ def build_model(
     n_classes: int,
     task_classes: Sequence[Sequence[int]] | None = None,
     **params: Any,
-) -> Classifier:
+) -> nn.Module:
     spec = MODELS.get(name, field="model.name")
     p = spec.params(**params)
     return spec.build(input_shape, n_classes, task_classes=task_classes, **p.model_dump())

@@ -141,6 +141,9 @@ class Strategy(BaseModel):
     #: ask the loop for a fresh optimizer (no carried-over moments) at every experience after
     #: the first, e.g. for methods that retrain from scratch (GDumb); see ``needs_fresh_optimizer``
     fresh_optimizer: ClassVar[bool] = False
+    #: what the method needs from the model beyond ``model(x, t)`` (e.g. ``"features"``; see
+    #: ``perennial.models.user.CAPABILITIES``), checked before training
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -193,6 +196,11 @@ class Strategy(BaseModel):
     def needs_fresh_optimizer(self) -> bool:
         """True when any part sets ``fresh_optimizer`` (read by ``fit`` at each experience)."""
         return any(p.fresh_optimizer for p in self.parts())
+
+    def model_needs(self) -> set[str]:
+        """Capabilities this method needs from the model with these parameters (herding
+        exemplar selection ranks samples by their features)."""
+        return set(self.requires) | ({"features"} if getattr(self, "policy", None) == "herding" else set())
 
     def check_scenario(self, scenario: str) -> None:
         if scenario not in self.scenarios:

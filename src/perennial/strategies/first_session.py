@@ -37,6 +37,7 @@ class FirstSession(Strategy):
     """
 
     summary = "first-session adaptation: train on the first experience, then a streaming LDA head"
+    requires = frozenset({"features"})
 
     head: Literal["lda", "ncm"] = Field(default="lda", description="streaming LDA or nearest class mean")
     shrinkage: float = Field(

@@ -50,6 +50,7 @@ class ICaRL(Rehearsal):
     """
 
     summary = "iCaRL: herding exemplars, distillation, nearest-mean-of-exemplars classifier"
+    requires = frozenset({"features"})
     scenarios = frozenset({"class"})
     store_every_step = False
 

@@ -14,7 +14,20 @@ from perennial.strategies.compose import compose
 
 S = TypeVar("S", bound=type[Strategy])
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+def _adapt_strategy(name: str, obj: Any) -> type[Strategy]:
+    """A plug-in strategy (``package.module:ClassName`` or an entry point) is a Strategy subclass."""
+    if not (isinstance(obj, type) and issubclass(obj, Strategy)):
+        raise ValueError(
+            f"is {type(obj).__name__} {obj!r}, not a Strategy subclass; point it at a class like "
+            "'class MyStrategy(perennial.strategies.Strategy)'"
+        )
+    if not obj.name:  # unregistered class: known by the name it was loaded under
+        obj.name = name
+    return obj
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", group="perennial.strategies", adapt=_adapt_strategy)
 
 
 def register(name: str) -> Callable[[S], S]:
@@ -83,9 +96,9 @@ def make_strategy(spec: str, params: Mapping[str, Any] | None = None, *, field: 
 
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
     for key, value in (params or {}).items():
-        head, _, rest = key.partition(".")
-        if rest and head in per:
-            per[head][rest] = value
+        member = next((n for n in names if key.startswith(n + ".")), None)  # plug-in names hold dots
+        if member is not None:
+            per[member][key[len(member) + 1 :]] = value
             continue
         owners = [n for n, c in zip(names, classes, strict=True) if key in c.model_fields]
         if len(owners) == 1:

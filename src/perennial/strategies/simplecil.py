@@ -29,6 +29,7 @@ class SimpleCIL(Strategy):
     """
 
     summary = "SimpleCIL: cosine nearest-class-mean on a backbone frozen after the first experience"
+    requires = frozenset({"features"})
 
     adapt_first: bool = Field(
         default=True, description="train the model on the first experience before freezing it (no pre-trained model)"

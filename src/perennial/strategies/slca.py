@@ -47,6 +47,7 @@ class SLCA(Strategy):
     """
 
     summary = "SLCA: slow backbone, fast head, post-hoc classifier alignment from class Gaussians"
+    requires = frozenset({"features", "linear_head", "body_head"})
     scenarios = frozenset({"class", "task"})
 
     backbone_lr: float = Field(

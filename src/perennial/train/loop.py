@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunInterrupted
-from perennial.models import Classifier
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
+from perennial.train.contract import prepare_model
 from perennial.train.evaluate import evaluate_stream
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
@@ -258,7 +258,7 @@ def optimizer_step(
 
 
 def fit(
-    model: Classifier,
+    model: torch.nn.Module,
     stream: Stream,
     strategy: Strategy,
     settings: TrainSettings | None = None,
@@ -288,6 +288,7 @@ def fit(
     stream.validate()
     strategy.check_scenario(stream.scenario)
     strategy.check_kind(stream.kind)  # e.g. language-modelling streams need strategies that handle (B, T, V) logits
+    model = prepare_model(model, stream, strategy, timescales)  # any nn.Module; contract checked (train/contract.py)
     check_phases(model, stream, s)
     device = resolve_device(s.device)
     seed_everything(seed)
