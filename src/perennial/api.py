@@ -48,7 +48,10 @@ def versions() -> dict[str, str]:
 
 
 def new_run_id(cfg: RunConfig) -> str:
-    return f"{cfg.benchmark.name}-{cfg.strategy.name}-s{cfg.seed}-{secrets.token_hex(3)}"
+    import re
+
+    name = f"{cfg.benchmark.name}-{cfg.strategy.name}".replace(":", ".")  # plug-in names: mod:Name
+    return f"{re.sub(r'[^A-Za-z0-9._+-]', '-', name)[:100]}-s{cfg.seed}-{secrets.token_hex(3)}"
 
 
 def build_stream(cfg: RunConfig) -> Stream:

@@ -26,6 +26,9 @@ from perennial.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
+#: names of objects handed to ``perennial.experiment()`` (valid in that process only)
+PYTHON_PREFIX = "python:"
+
 
 def is_plugin_name(name: str) -> bool:
     """``package.module:Name`` (a module path, a colon, an attribute path)."""
@@ -91,6 +94,11 @@ class Registry(Generic[T]):
         self._items[name] = obj
         return obj
 
+    def put(self, name: str, obj: T) -> T:
+        """Add or replace ``name`` (for objects handed over from Python, ``python:...``)."""
+        self._items[name] = obj
+        return obj
+
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             return self.add(name, obj)
@@ -137,6 +145,17 @@ class Registry(Generic[T]):
         self.load_entry_points()
         if name in self._items:
             return self._items[name]
+        if name.startswith(PYTHON_PREFIX):
+            raise ConfigError(
+                [
+                    (
+                        field or self.kind,
+                        f"{self.kind} {name!r} was a Python object given to perennial.experiment() in another "
+                        "process; it cannot be rebuilt from the run's config. Pass the same object again: "
+                        "perennial.experiment(..., run_id=RUN_ID, resume=True), or name it as package.module:Name",
+                    )
+                ]
+            )
         if is_plugin_name(name) and self.adapt is not None:
             obj = load_object(name, field=field or self.kind, kind=self.kind)
             if name not in self._items:  # importing may have registered it under this name

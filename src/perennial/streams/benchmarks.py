@@ -32,7 +32,36 @@ class Benchmark:
     kind: str = "classification"  # or "lm": language modelling (token windows, next-token prediction)
 
 
-BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+def _adapt_benchmark(name: str, obj: Any) -> Benchmark:
+    """A plug-in benchmark: a :class:`Benchmark`, or a function returning a :class:`Stream`
+    (called with the ``benchmark.*`` options it declares, ``scenario`` included if it takes it)."""
+    import inspect
+
+    if isinstance(obj, Benchmark):
+        return obj
+    if not callable(obj):
+        raise ValueError(f"is {type(obj).__name__}, not a Benchmark or a function returning a Stream")
+    sig = inspect.signature(obj)
+    takes_scenario = "scenario" in sig.parameters
+
+    def build(scenario: str | None = None, **options: Any) -> Stream:
+        stream = obj(**options, **({"scenario": scenario} if takes_scenario and scenario is not None else {}))
+        if not isinstance(stream, Stream):
+            raise DataError(f"benchmark {name!r} returned {type(stream).__name__}, not a perennial Stream")
+        if scenario is not None and scenario != stream.scenario and not takes_scenario:
+            raise ScenarioError(f"benchmark {name!r} is {stream.scenario}-incremental, not {scenario!r}")
+        return stream
+
+    params = [p for p in sig.parameters.values() if p.name != "scenario"]
+    scenario_param = inspect.Parameter("scenario", inspect.Parameter.KEYWORD_ONLY, default=None)
+    build.__signature__ = sig.replace(parameters=[scenario_param, *params])  # type: ignore[attr-defined]
+    doc = (inspect.getdoc(obj) or "").strip().splitlines()
+    return Benchmark(name, doc[0] if doc else f"your benchmark ({name})", ("class", "task", "domain"), "", build)
+
+
+#: benchmarks by name; ``package.module:function`` names and ``perennial.benchmarks`` entry
+#: points resolve through :func:`_adapt_benchmark`
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark", group="perennial.benchmarks", adapt=_adapt_benchmark)
 
 
 def _split(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., Stream]:
