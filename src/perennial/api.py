@@ -468,9 +468,25 @@ def mean_sem(values: Sequence[float | None]) -> tuple[float | None, float | None
 class CompareResult:
     rows: list[dict[str, Any]]
     runs: list[RunRecord]
+    reused: int = 0  # finished runs of the same configs found in the store
+    resumed: int = 0  # interrupted runs continued from their checkpoints
 
     def to_dict(self) -> dict[str, Any]:
-        return {"results": self.rows, "run_ids": [r.run_id for r in self.runs]}
+        return {
+            "results": self.rows,
+            "run_ids": [r.run_id for r in self.runs],
+            "reused": self.reused,
+            "resumed": self.resumed,
+        }
+
+
+def grid_run_id(cfg: RunConfig) -> str:
+    """The run id a compare gives ``cfg``: readable, and the same for the same config, so that
+    running a compare again finds its runs (``compare(..., fresh=False)``)."""
+    import re
+
+    name = f"{cfg.benchmark.name}-{cfg.strategy.name}".replace(":", ".")
+    return f"{re.sub(r'[^A-Za-z0-9._+-]', '-', name)[:100]}-s{cfg.seed}-{cfg.fingerprint()[:10]}"
 
 
 def aggregate(
@@ -506,18 +522,53 @@ def compare(
     store: RunStore | None = None,
     progress: Progress | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
+    fresh: bool = False,
+    on_start: Callable[[str, RunConfig, str], None] | None = None,
 ) -> CompareResult:
     """Run every strategy with every seed (``base(strategy, seed)`` gives each config).
 
     ``strategies`` are labels of the variants compared: strategy specs, or any names that
     ``base`` maps to configs (e.g. ``"replay ratio=0.05"`` for a sweep); rows are per label.
+
+    With a store the grid is idempotent: each run's id is :func:`grid_run_id` of its config, a
+    finished run of the same id is reused, an interrupted (or killed) one is resumed from its
+    checkpoint, and only missing runs are trained. ``fresh=True`` trains every run again
+    (replacing the stored ones). ``on_start(run_id, cfg, action)`` is told before each run
+    whether it is ``"reuse"``, ``"resume"`` or ``"run"``.
     """
     runs, labels = [], []
+    reused = resumed = 0
     for name in strategies:
         for seed in seeds:
-            rec = run(base(name, seed), store=store, progress=progress)
+            cfg = resolved(base(name, seed))
+            if store is None:
+                rec = run(cfg, progress=progress)
+            else:
+                rid = grid_run_id(cfg)
+                action = "run" if fresh or not store.exists(rid) else _grid_action(store.get(rid), cfg)
+                if on_start:
+                    on_start(rid, cfg, action)
+                if action == "reuse":
+                    rec = store.get(rid)
+                    reused += 1
+                elif action == "resume":
+                    rec = resume(store, rid, progress=progress)
+                    resumed += 1
+                else:
+                    rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
             runs.append(rec)
             labels.append(name)
             if on_run:
                 on_run(rec)
-    return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs)
+    return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs, reused, resumed)
+
+
+def _grid_action(rec: RunRecord, cfg: RunConfig) -> str:
+    """What a compare does with a stored run of the same id: reuse, resume or run it again."""
+    try:
+        same = RunConfig.model_validate(rec.config).fingerprint() == cfg.fingerprint()
+    except ValidationError:
+        same = False
+    if not same:
+        return "run"
+    return "reuse" if rec.status == "finished" else "resume"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -417,8 +418,17 @@ def compare(
     ] = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Train every run again, replacing this grid's runs in the store (default: reuse them)."
+        ),
+    ] = False,
 ) -> None:
     """Run several strategies (and --sweep values) over several seeds; print mean ± standard error per metric.
+
+    Running the same compare again with the same store reuses its finished runs, resumes
+    interrupted ones from their checkpoints and trains only what is missing (--fresh: all again).
 
     Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
 
@@ -476,6 +486,20 @@ def compare(
                     markup=False,
                 )
 
+        finished: list[str] = []
+        actions: dict[str, int] = {}
+
+        def on_start(rid: str, cfg: Any, action: str) -> None:
+            actions[action] = actions.get(action, 0) + 1
+            if not quiet and action == "resume":
+                err.print(f"resuming interrupted run {rid} from its checkpoint", markup=False, soft_wrap=True)
+
+        def on_run_done(rec: Any) -> None:
+            finished.append(rec.run_id)
+            on_run(rec)
+
+    again = _command_line()
+    with errors_to_exit(f"--store {store}", again), _grid_interrupted(finished, total, store, again):
         with _progress(quiet) as progress:
             res = api.compare(
                 lambda name, s: cfgs[name].model_copy(update={"seed": s}),
@@ -483,7 +507,16 @@ def compare(
                 seed_list,
                 store=st,
                 progress=progress,
-                on_run=on_run,
+                on_run=on_run_done,
+                fresh=fresh,
+                on_start=on_start,
+            )
+        if not quiet and (res.reused or res.resumed):
+            out.print(
+                f"reused {res.reused} finished run(s) and resumed {res.resumed} interrupted run(s) of this grid "
+                f"from {store}; trained {total - res.reused - res.resumed} (--fresh trains all again)",
+                markup=False,
+                soft_wrap=True,
             )
         if not quiet:
             first = res.runs[0]
@@ -519,6 +552,30 @@ def compare(
             path = write_report(st, [r.run_id for r in res.runs], report)
             if not quiet:
                 out.print(f"report: {path}")
+
+
+def _command_line() -> str:
+    """This invocation as a shell command (to repeat it), when it came from a shell."""
+    if sys.argv and Path(sys.argv[0]).name in ("perennial", "perennial.exe", "__main__.py"):
+        return shlex.join(["perennial", *sys.argv[1:]])
+    return "the same perennial compare command"
+
+
+@contextlib.contextmanager
+def _grid_interrupted(finished: list[str], total: int, store: Path, again: str) -> Iterator[None]:
+    """On an interrupted compare: say which runs finished (they are reused by running it again)."""
+    try:
+        yield
+    except (RunInterrupted, KeyboardInterrupt):
+        err.print(
+            f"compare interrupted after {len(finished)} of {total} runs; finished runs (kept in {store}, reused next "
+            f"time): {', '.join(finished) or 'none'}",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+        err.print(f"continue the grid with: {again}", style="yellow", markup=False, soft_wrap=True)
+        raise
 
 
 def _variants(names: list[str], sweeps: list[str]) -> list[tuple[str, str, list[str]]]:
