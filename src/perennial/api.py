@@ -69,6 +69,7 @@ def build_stream(cfg: RunConfig) -> Stream:
         val_bytes=b.val_bytes,
         tokenizer=b.tokenizer,
         first_classes=b.first_classes,
+        class_order=b.class_order,
     )
 
 
@@ -404,6 +405,12 @@ def _metrics(result: FitResult, kind: str = "classification") -> dict[str, Any]:
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
+    # per experience: its training time (evaluation excluded) and its evaluation time
+    ev = list(result.experience_eval_seconds) + [0.0] * (
+        len(result.experience_seconds) - len(result.experience_eval_seconds)
+    )
+    metrics["experience_train_seconds"] = [t - e for t, e in zip(result.experience_seconds, ev, strict=False)]
+    metrics["experience_eval_seconds"] = ev[: len(result.experience_seconds)]
     return metrics
 
 
@@ -472,7 +479,10 @@ class CompareResult:
     resumed: int = 0  # interrupted runs continued from their checkpoints
 
     def to_dict(self) -> dict[str, Any]:
+        from perennial.store.db import SUMMARY_UNITS
+
         return {
+            "units": SUMMARY_UNITS,
             "results": self.rows,
             "run_ids": [r.run_id for r in self.runs],
             "reused": self.reused,

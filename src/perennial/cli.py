@@ -335,6 +335,7 @@ def run(
                 markup=False,
                 soft_wrap=True,
             )
+            out.print(_training_line(cfg.to_dict()), markup=False, soft_wrap=True)
             return
         run_id = run_id or api.new_run_id(cfg)
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
@@ -362,6 +363,26 @@ def _report_run(rec: Any, store: Path, quiet: bool, json_out: Path | None) -> No
         err.print(note, style="yellow", markup=False, soft_wrap=True)
     if json_out is not None:
         _write_json(json_out, rec.summary())
+
+
+def _training_line(config: dict[str, Any]) -> str:
+    """The training settings a run uses and where they come from (the benchmark's defaults)."""
+    from perennial.streams import BENCHMARKS
+
+    model = dict(config.get("model") or {})
+    name = model.pop("name", "?")
+    model.pop("init", None)
+    mp = ", ".join(f"{k}={v}" for k, v in model.items() if v is not None)
+    t = config.get("train") or {}
+    length = f"steps={t['steps']}" if t.get("steps") is not None else f"epochs={t.get('epochs')}"
+    keys = ("batch_size", "lr", "optimizer", "schedule")
+    train = ", ".join([length, *(f"{k}={t[k]}" for k in keys if t.get(k) is not None)])
+    bench = (config.get("benchmark") or {}).get("name", "")
+    src = ""
+    if bench in BENCHMARKS:
+        d = BENCHMARKS.get(bench).defaults
+        src = f" (defaults of {bench}: {json.dumps(d, separators=(',', ':'))}; change with --set)" if d else ""
+    return f"training: model {name}({mp}); {train}{src}"
 
 
 @app.command()
@@ -545,7 +566,13 @@ def compare(
             out.print(LM_METRIC_HELP if lm else METRIC_HELP, style="dim", markup=False)
             out.print(f"{len(res.runs)} runs recorded in {store} in {time.perf_counter() - t0:.0f} s")
         if json_out is not None:
-            _write_json(json_out, res.to_dict())
+            from perennial.config import parse_value
+
+            params = {label: dict(_split_set(x, parse_value) for x in extra) for label, _, extra in variants}
+            data = res.to_dict()
+            for row in data["results"]:  # a sweep row's values, structured next to its label
+                row["params"] = params.get(row["strategy"], {})
+            _write_json(json_out, data)
         if report is not None:
             from perennial.report import write_report
 
@@ -576,6 +603,11 @@ def _grid_interrupted(finished: list[str], total: int, store: Path, again: str) 
         )
         err.print(f"continue the grid with: {again}", style="yellow", markup=False, soft_wrap=True)
         raise
+
+
+def _split_set(item: str, parse: Callable[[str], Any]) -> tuple[str, Any]:
+    key, _, value = item.partition("=")
+    return key.strip(), parse(value)
 
 
 def _variants(names: list[str], sweeps: list[str]) -> list[tuple[str, str, list[str]]]:
@@ -634,10 +666,23 @@ def runs(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Show at most this many (newest first).")] = 50,
     json_out: JsonOpt = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table, csv (one row per run, metrics as columns; pandas.read_csv) or json (to stdout).",
+        ),
+    ] = "table",
 ) -> None:
     """List stored runs, newest first."""
     with errors_to_exit():
+        _check_format(fmt, ("table", "csv", "json"))
         recs = _store(store).list(benchmark=benchmark, strategy=strategy, status=status, limit=limit)
+        if fmt == "csv":
+            _write_csv(_run_rows(recs))
+            return
+        if fmt == "json":
+            json_out = Path("-")
         if json_out is not None:
             _write_json(
                 json_out,
@@ -670,10 +715,21 @@ def show(
     run_id: Annotated[str, typer.Argument(help="Run id (see: perennial runs).")],
     store: StoreOpt = Path(DEFAULT_STORE),
     json_out: JsonOpt = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table, or csv: the accuracy matrix in long form (row, trained_on, experience, accuracy, loss).",
+        ),
+    ] = "table",
 ) -> None:
     """Show one stored run: config, accuracy matrix, metrics."""
     with errors_to_exit():
+        _check_format(fmt, ("table", "csv"))
         rec = _store(store).get(run_id)
+        if fmt == "csv":
+            _write_csv(_matrix_rows(rec))
+            return
         if json_out is not None:
             _write_json(json_out, rec.summary())
             return
@@ -693,7 +749,64 @@ def show(
                 out.print(_metrics_table(metrics))
         if rec.eval_log:
             out.print(CONTINUAL_HELP, style="dim", markup=False)
+        out.print(_training_line(rec.config), markup=False, soft_wrap=True)
         out.print("config: " + json.dumps(rec.config, sort_keys=True))
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...]) -> None:
+    if fmt not in allowed:
+        raise ConfigError([("--format", f"unknown format {fmt!r}; use one of {', '.join(allowed)}")])
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+
+
+def _run_rows(recs: list[Any]) -> list[dict[str, Any]]:
+    """One flat row per run: identity, status, seconds, then every scalar metric (fractions)."""
+    rows = []
+    for r in recs:
+        row: dict[str, Any] = {
+            "run_id": r.run_id,
+            "status": r.status,
+            "benchmark": r.benchmark,
+            "scenario": r.scenario,
+            "strategy": r.strategy,
+            "seed": r.seed,
+            "n_experiences": r.n_experiences,
+            "seconds": r.seconds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r.created)),
+        }
+        row.update({k: v for k, v in sorted((r.metrics or {}).items()) if not isinstance(v, (list, dict))})
+        rows.append(row)
+    return rows
+
+
+def _matrix_rows(rec: Any) -> list[dict[str, Any]]:
+    """The accuracy (and loss) matrix of a run in long form; row -1 is the initial model."""
+    names = list(rec.experience_names)
+    rows = []
+    mats = [(-1, rec.random_init_acc, rec.random_init_loss)] if rec.random_init_acc else []
+    mats += [(i, a, rec.loss_matrix[i] if i < len(rec.loss_matrix) else []) for i, a in enumerate(rec.accuracy_matrix)]
+    for i, accs, losses in mats:
+        for j, a in enumerate(accs):
+            rows.append(
+                {
+                    "run_id": rec.run_id,
+                    "row": i,
+                    "trained_on": "(initial)" if i < 0 else (names[i] if i < len(names) else i),
+                    "experience": names[j] if j < len(names) else j,
+                    "accuracy": a,
+                    "loss": losses[j] if j < len(losses) else None,
+                }
+            )
+    return rows
 
 
 @app.command("report")

@@ -46,6 +46,10 @@ class BenchmarkConfig(BaseModel):
         description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
     class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
+    class_order: list[int] | None = Field(
+        default=None,
+        description="the class order, a permutation of the classes, e.g. [3,8,1,7,0,6,2,5,4,9] (instead of class_order_seed)",
+    )
     n_experiences: int | None = Field(default=None, ge=1)
     path: str | None = Field(
         default=None,
@@ -237,8 +241,8 @@ def build_config(
             if k not in TOP_KEYS:
                 import difflib
 
-                close = difflib.get_close_matches(k, TOP_KEYS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                close = _sections_with_key(k) or difflib.get_close_matches(k, TOP_KEYS, n=1)
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
                 problems.append((k, f"unknown key; {hint}allowed: {', '.join(TOP_KEYS)}"))
             elif k in SECTIONS and not isinstance(v, Mapping):
                 if k in ("benchmark", "strategy") and isinstance(v, str):
@@ -281,6 +285,18 @@ def build_config(
     if problems:
         raise ConfigError(problems)
     return resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+
+
+def _sections_with_key(key: str) -> list[str]:
+    """``buffer_size`` -> ``["strategy.buffer_size"]``: where a key given at the top level belongs."""
+    from perennial.strategies import STRATEGIES
+
+    out = [f"{sec}.{key}" for sec, cls in SECTIONS.items() if key in cls.model_fields and key != "name"]
+    if any(key in cls.model_fields for _, cls in STRATEGIES.items()):
+        out.append(f"strategy.{key}")
+    if any(key in spec.params.model_fields for _, spec in MODELS.items()):
+        out.append(f"model.{key}")
+    return list(dict.fromkeys(out))
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
@@ -378,8 +394,17 @@ def semantic_problems(
             if scenario is not None:
                 unsupported = [p.name for p in strategy.parts() if scenario not in p.scenarios]
                 if unsupported:
+                    supports = "; ".join(
+                        f"{p.name} supports {', '.join(sorted(p.scenarios))}"
+                        for p in strategy.parts()
+                        if scenario not in p.scenarios
+                    )
                     problems.append(
-                        ("strategy.name", f"{', '.join(unsupported)} does not support the {scenario} scenario")
+                        (
+                            "strategy.name",
+                            f"{', '.join(unsupported)} does not support the {scenario} scenario ({supports}); "
+                            "choose a supported one with --scenario",
+                        )
                     )
             if kind is not None:
                 unfit = [p.name for p in strategy.parts() if kind not in p.kinds]

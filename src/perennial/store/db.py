@@ -100,6 +100,15 @@ def dumps(x: Any) -> str:
     return json.dumps(_finite_or_none(x), sort_keys=True)
 
 
+#: what the numbers of a run summary (``--json``) are measured in
+SUMMARY_UNITS = {
+    "accuracy": "fraction (0-1): accuracy_matrix, random_init_acc and the accuracy metrics (acc, forgetting, "
+    "bwt, fwt, ...); the tables show them in %",
+    "loss": "nats (per token for language models)",
+    "seconds": "wall-clock seconds; train_seconds/eval_seconds: lists, one per experience",
+}
+
+
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
@@ -146,8 +155,10 @@ class RunRecord:
 
     def summary(self) -> dict[str, Any]:
         """The run summary written by ``--json`` (same keys for fresh and stored runs)."""
+        m = self.metrics or {}
         return _finite_or_none(
             {
+                "units": SUMMARY_UNITS,
                 "run_id": self.run_id,
                 "status": self.status,
                 "benchmark": self.benchmark,
@@ -161,6 +172,8 @@ class RunRecord:
                 "metrics": {**(self.metrics or {}), **self.continual_metrics()},
                 "experience_names": self.experience_names,
                 "seconds": self.seconds,
+                "train_seconds": m.get("experience_train_seconds", []),
+                "eval_seconds": m.get("experience_eval_seconds", []),
                 "config": self.config,
                 "versions": self.versions,
             }

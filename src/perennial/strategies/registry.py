@@ -117,8 +117,13 @@ def make_strategy(spec: str, params: Mapping[str, Any] | None = None, *, field: 
 
             close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            takers = [n for n, c in STRATEGIES.items() if key in c.model_fields]
+            taken = f"; {key!r} is a parameter of {', '.join(takers[:8])}" if takers else ""
             problems.append(
-                (f"{field}.{key}", f"unknown parameter for {spec!r}; {hint}known: {', '.join(known) or '(none)'}")
+                (
+                    f"{field}.{key}",
+                    f"unknown parameter for {spec!r}; {hint}known: {', '.join(known) or '(none)'}{taken}",
+                )
             )
     built = []
     for n, cls in zip(names, classes, strict=True):

@@ -71,6 +71,7 @@ def _split(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., St
         class_order_seed: int | None = None,
         n_experiences: int | None = None,
         first_classes: int | None = None,
+        class_order: Sequence[int] | None = None,
     ) -> Stream:
         xtr, ytr, xte, yte = loader()
         n_classes = len(np.unique(np.asarray(ytr)))
@@ -96,6 +97,7 @@ def _split(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., St
             class_order_seed=class_order_seed,
             first_classes=first_classes,
             name=name,
+            class_order=class_order,
         )
 
     return build

@@ -61,6 +61,7 @@ def class_groups(
     *,
     class_order_seed: int | None = None,
     first_classes: int | None = None,
+    class_order: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Split ``classes`` into consecutive groups.
 
@@ -68,9 +69,23 @@ def class_groups(
     1, 1, 1]`` for a big first experience). ``first_classes=5`` is the same big first
     experience written as an alias: the first group gets 5 classes, the others
     ``classes_per_exp`` each. With ``class_order_seed`` the class order is shuffled
-    deterministically first; ``None`` keeps the natural order.
+    deterministically first; ``class_order`` gives the order explicitly (a permutation of
+    ``classes``); with neither the natural order is kept.
     """
     order = sorted(int(c) for c in classes)
+    if class_order is not None:
+        if class_order_seed is not None:
+            raise DataError("give either class_order or class_order_seed, not both")
+        given = [int(c) for c in class_order]
+        if sorted(given) != order:
+            missing = sorted(set(order) - set(given))
+            extra = sorted({c for c in given if c not in order} | {c for c in given if given.count(c) > 1})
+            raise DataError(
+                f"class_order must be a permutation of the classes {order}; got {given}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unknown or repeated {extra})" if extra else "")
+            )
+        order = given
     if class_order_seed is not None:
         g = torch.Generator().manual_seed(int(class_order_seed))
         order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
@@ -124,6 +139,7 @@ def split_by_class(
     first_classes: int | None = None,
     name: str = "split",
     class_names: Sequence[str] | None = None,
+    class_order: Sequence[int] | None = None,
 ) -> Stream:
     """Cut a labelled dataset into experiences of disjoint classes.
 
@@ -146,7 +162,13 @@ def split_by_class(
         raise DataError(f"labels must be >= 0, found {int(ytr.min())}")
     n_classes = int(max(int(ytr.max()), int(yte.max()) if len(yte) else 0)) + 1
     present = sorted(set(ytr.unique().tolist()))
-    groups = class_groups(present, classes_per_exp, class_order_seed=class_order_seed, first_classes=first_classes)
+    groups = class_groups(
+        present,
+        classes_per_exp,
+        class_order_seed=class_order_seed,
+        first_classes=first_classes,
+        class_order=class_order,
+    )
     if scenario == "domain" and len({len(g) for g in groups}) != 1:
         raise DataError("domain-incremental splits need the same number of classes in every experience")
 

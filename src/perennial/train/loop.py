@@ -88,6 +88,7 @@ class FitResult:
     train_seconds: float
     eval_seconds: float
     experience_seconds: list[float] = field(default_factory=list)
+    experience_eval_seconds: list[float] = field(default_factory=list)
     skipped_batches: int = 0
 
 
@@ -107,6 +108,7 @@ class LoopState:
     b_acc: list[float] = field(default_factory=list)
     b_loss: list[float] = field(default_factory=list)
     exp_seconds: list[float] = field(default_factory=list)
+    exp_eval_seconds: list[float] = field(default_factory=list)  # evaluation's share of exp_seconds
     skipped: int = 0
     seconds: float = 0.0  # wall time spent before this process (resumed runs)
     eval_seconds: float = 0.0
@@ -345,6 +347,7 @@ def fit(
                 "b_acc": st.b_acc,
                 "b_loss": st.b_loss,
                 "exp_seconds": st.exp_seconds,
+                "exp_eval_seconds": st.exp_eval_seconds,
                 "skipped": st.skipped,
                 "seconds": st.seconds + (time.perf_counter() - t_start),
                 "eval_seconds": st.eval_seconds,
@@ -444,6 +447,7 @@ def fit(
         t0 = time.perf_counter()
         acc, losses = evaluate_stream(ctx, strategy, s.eval_batch_size)
         st.eval_seconds += time.perf_counter() - t0
+        st.exp_eval_seconds.append(time.perf_counter() - t0)
         st.R.append(acc)
         st.L.append(losses)
         st.exp_seconds.append(time.perf_counter() - t_exp)
@@ -463,6 +467,7 @@ def fit(
         train_seconds=seconds - st.eval_seconds,
         eval_seconds=st.eval_seconds,
         experience_seconds=st.exp_seconds,
+        experience_eval_seconds=st.exp_eval_seconds,
         skipped_batches=st.skipped,
     )
 
