@@ -73,7 +73,12 @@ QuietOpt = Annotated[
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model name (perennial list models), e.g. tiny-gpt. Default: the benchmark's."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model name (perennial list models), e.g. tiny-gpt, or your factory package.module:function "
+        "(docs/your-own-model.md). Default: the benchmark's.",
+    ),
 ]
 TextDirOpt = Annotated[
     Path | None,
@@ -265,7 +270,10 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            "--strategy", "-s", help="Strategy name, or several joined by '+' (e.g. replay+ewc). Default: naive."
+            "--strategy",
+            "-s",
+            help="Strategy name, or several joined by '+' (e.g. replay+ewc); your own: package.module:ClassName "
+            "(docs/plugins.md). Default: naive.",
         ),
     ] = None,
     scenario: ScenarioOpt = None,

@@ -86,6 +86,8 @@ class Registry(Generic[T]):
         self.group = group  # entry-point group, e.g. "perennial.strategies"
         self.adapt = adapt
         self._items: dict[str, T] = {}
+        #: resolved ``package.module:Name`` and ``python:`` names: usable, not listed
+        self._resolved: dict[str, T] = {}
         self._entry_points_loaded = group is None
 
     def add(self, name: str, obj: T) -> T:
@@ -95,8 +97,8 @@ class Registry(Generic[T]):
         return obj
 
     def put(self, name: str, obj: T) -> T:
-        """Add or replace ``name`` (for objects handed over from Python, ``python:...``)."""
-        self._items[name] = obj
+        """Add or replace an unlisted name (objects handed over from Python, ``python:...``)."""
+        self._resolved[name] = obj
         return obj
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -138,10 +140,9 @@ class Registry(Generic[T]):
                 )
 
     def get(self, name: str, *, field: str | None = None) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            pass
+        found = self._items.get(name, self._resolved.get(name))
+        if found is not None:
+            return found
         self.load_entry_points()
         if name in self._items:
             return self._items[name]
@@ -158,9 +159,10 @@ class Registry(Generic[T]):
             )
         if is_plugin_name(name) and self.adapt is not None:
             obj = load_object(name, field=field or self.kind, kind=self.kind)
-            if name not in self._items:  # importing may have registered it under this name
-                self._items[name] = self._adapt(name, obj, field or self.kind)
-            return self._items[name]
+            if name in self._items:  # importing registered it under this very name
+                return self._items[name]
+            self._resolved[name] = self._adapt(name, obj, field or self.kind)
+            return self._resolved[name]
         raise UnknownNameError(self.kind, name, self._items, field=field, plugins=self.adapt is not None) from None
 
     __getitem__ = get

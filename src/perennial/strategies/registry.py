@@ -22,8 +22,9 @@ def _adapt_strategy(name: str, obj: Any) -> type[Strategy]:
             f"is {type(obj).__name__} {obj!r}, not a Strategy subclass; point it at a class like "
             "'class MyStrategy(perennial.strategies.Strategy)'"
         )
-    if not obj.name:  # unregistered class: known by the name it was loaded under
-        obj.name = name
+    if not obj.name:  # unregistered class: known by the name it was loaded under (a subclass, so
+        # that the user's class is not changed and two names of it stay two strategies)
+        return type(obj.__name__, (obj,), {"name": name, "__module__": obj.__module__, "__doc__": obj.__doc__})
     return obj
 
 
@@ -118,7 +119,7 @@ def make_strategy(spec: str, params: Mapping[str, Any] | None = None, *, field: 
             close = difflib.get_close_matches(key, known, n=2, cutoff=0.5)
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             takers = [n for n, c in STRATEGIES.items() if key in c.model_fields]
-            taken = f"; {key!r} is a parameter of {', '.join(takers[:8])}" if takers else ""
+            taken = f"; {key!r} is a parameter of {', '.join(takers)}" if takers else ""
             problems.append(
                 (
                     f"{field}.{key}",

@@ -64,11 +64,12 @@ def stratified_split(y: np.ndarray, test_per_class: int | float, seed: int) -> t
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _require(module: str, package: str) -> None:
+def _require(module: str, package: str, extra: str | None = None) -> None:
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise DataError(f"this benchmark needs the package {package!r}; install it with: pip install {package}")
+        how = f"pip install {package} (or: pip install 'perennial[{extra}]')" if extra else f"pip install {package}"
+        raise DataError(f"this benchmark needs the package {package!r}; install it with: {how}")
 
 
 def mnist5k() -> Arrays:
@@ -94,7 +95,7 @@ def digits() -> Arrays:
     """scikit-learn's 8x8 handwritten digits (1,797 images); fixed stratified 80/20 split."""
 
     def build() -> Arrays:
-        _require("sklearn", "scikit-learn")
+        _require("sklearn", "scikit-learn", "data")
         from sklearn.datasets import load_digits
 
         d = load_digits()
@@ -112,7 +113,7 @@ def mnist1d(seed: int = 42) -> Arrays:
     """
 
     def build() -> Arrays:
-        _require("mnist1d", "mnist1d")
+        _require("mnist1d", "mnist1d", "data")
         os.environ.setdefault("MPLBACKEND", "Agg")
         from mnist1d.data import get_dataset_args, make_dataset
 
