@@ -27,7 +27,14 @@ from perennial.store import CheckpointDir, RunStore
 from perennial.strategies import STRATEGIES
 from perennial.train import Callback
 
-TIMING = {"seconds", "train_seconds", "eval_seconds", "continual_eval_seconds"}
+TIMING = {
+    "seconds",
+    "train_seconds",
+    "eval_seconds",
+    "continual_eval_seconds",
+    "experience_train_seconds",
+    "experience_eval_seconds",
+}
 
 
 class Killed(BaseException):
