@@ -439,3 +439,17 @@ def test_doc_python_runs_as_written(tmp_path, doc, section):
             [sys.executable, "-c", code], cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=600
         )
         assert p.returncode == 0, f"{doc}:\n{code}\n{p.stderr}"
+
+
+def test_compare_trains_again_a_run_whose_checkpoints_are_all_broken(tmp_path):
+    st = RunStore(tmp_path)
+    first = api.compare(_grid, ["naive"], [0], store=st)
+    rid = first.runs[0].run_id
+    st.mark(rid, "running")  # as if killed while writing its only checkpoint
+    ck = tmp_path / "checkpoints" / rid
+    ck.mkdir(parents=True, exist_ok=True)
+    (ck / "ckpt-000000005-0000.pt").write_bytes(b"half a file")
+    again = api.compare(_grid, ["naive"], [0], store=st)
+    assert again.resumed == 0 and again.runs[0].status == "finished"
+    assert again.runs[0].accuracy_matrix == first.runs[0].accuracy_matrix
+    assert any("trained it again" in n for n in again.runs[0].notes)

@@ -562,8 +562,13 @@ def compare(
                     rec = store.get(rid)
                     reused += 1
                 elif action == "resume":
-                    rec = resume(store, rid, progress=progress)
-                    resumed += 1
+                    try:
+                        rec = resume(store, rid, progress=progress)
+                        resumed += 1
+                    except CheckpointError as e:  # e.g. killed while writing its only checkpoint:
+                        # the run is deterministic, so training it again gives the same result
+                        rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
+                        rec.notes.append(f"could not resume {rid} ({e}); trained it again from the start")
                 else:
                     rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
             runs.append(rec)

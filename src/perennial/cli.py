@@ -526,6 +526,8 @@ def compare(
         def on_run_done(rec: Any) -> None:
             finished.append(rec.run_id)
             on_run(rec)
+            for note in rec.notes:
+                err.print(note, style="yellow", markup=False, soft_wrap=True)
 
     again = _command_line()
     with errors_to_exit(f"--store {store}", again), _grid_interrupted(finished, total, store, again):
