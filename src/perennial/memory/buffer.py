@@ -36,6 +36,7 @@ Extra per-sample tensors (e.g. logits for DER) are stored next to the inputs by 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -245,12 +246,18 @@ class Buffer:
             raise ValueError(f"weights must have one value per stored sample ({self.size}), got {tuple(weights.shape)}")
         return torch.multinomial(weights.cpu().double(), m, replacement=True, generator=self.generator)
 
-    def gather(self, idx: Tensor, out: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """Every field at slots ``idx``; with ``out`` (name -> tensor of ``len(idx)`` rows, e.g.
-        views into a batch) the rows are written there, in that tensor's dtype."""
+    def gather(
+        self, idx: Tensor, out: dict[str, Tensor] | None = None, fields: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        """The stored ``fields`` (default: all) at slots ``idx``, one ``index_select`` each.
+
+        With ``out`` (name -> tensor of ``len(idx)`` rows, e.g. views into a batch) those
+        fields are written there, in that tensor's dtype.
+        """
         res: dict[str, Tensor] = {}
         dev_idx: dict[torch.device, Tensor] = {}
-        for name, v in self.data.items():
+        for name in self.data if fields is None else fields:
+            v = self.data[name]
             i = dev_idx.get(v.device)
             if i is None:
                 i = dev_idx[v.device] = idx.to(v.device, non_blocking=True)
@@ -263,12 +270,12 @@ class Buffer:
                 res[name] = o.copy_(v.index_select(0, i))
         return res
 
-    def sample(self, m: int, weights: Tensor | None = None) -> dict[str, Tensor]:
-        """``m`` samples drawn with replacement (empty dict when the buffer is empty); see
-        :meth:`sample_index` for ``weights``."""
+    def sample(self, m: int, weights: Tensor | None = None, fields: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """``m`` samples drawn with replacement (empty dict when the buffer is empty): the
+        stored ``fields`` (default: all) of each; see :meth:`sample_index` for ``weights``."""
         if self.size == 0 or m <= 0:
             return {}
-        return self.gather(self.sample_index(m, weights))
+        return self.gather(self.sample_index(m, weights), fields=fields)
 
     def select(self, mask: Tensor) -> dict[str, Tensor]:
         """Every stored sample where ``mask`` (one bool per stored sample) is true."""

@@ -178,5 +178,5 @@ def append_stored(batch: Batch, buffer: Buffer, idx: Tensor) -> Batch:
     y = batch.y.new_empty((n + m, *batch.y.shape[1:]))
     t = batch.t.new_empty((n + m, *batch.t.shape[1:]))
     x[:n], y[:n], t[:n] = batch.x, batch.y, batch.t
-    buffer.gather(idx, out={"x": x[n:], "y": y[n:], "t": t[n:]})
+    buffer.gather(idx, out={"x": x[n:], "y": y[n:], "t": t[n:]}, fields=("x", "y", "t"))
     return replace(batch, x=x, y=y, t=t)
