@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 from perennial.memory import Buffer, Policy, balanced_quota, herding_ranks
@@ -38,6 +38,12 @@ from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split
 
 Extras = dict[str, Tensor]
+
+
+def boundary_buffer_policy() -> Any:
+    """The ``buffer_policy`` field of methods that fill their memory at experience boundaries
+    (``store_every_step = False``): fixed, so that a config cannot ask for ``stream``."""
+    return Field(default="past", description="fixed: this method fills its memory at experience boundaries")
 
 
 class Rehearsal(Strategy):
@@ -56,15 +62,6 @@ class Rehearsal(Strategy):
 
     #: offer every step's new samples to the buffer (False: the whole experience at its end)
     store_every_step: ClassVar[bool] = True
-
-    @model_validator(mode="after")
-    def _fills_at_boundaries(self) -> Rehearsal:
-        if not self.store_every_step and self.buffer_policy == "stream" and "buffer_policy" in self.model_fields_set:
-            raise ValueError(
-                f"{self.name or type(self).__name__} fills its memory at experience boundaries; "
-                "drop buffer_policy (only methods that store as they train take it)"
-            )
-        return self
 
     def setup(self, ctx: Context) -> None:
         self.state["buffer"] = Buffer(self.buffer_size, self.policy, seed=ctx.seed_for(self.name), device=ctx.device)
