@@ -105,3 +105,13 @@ def test_buffer_policy_is_validated():
         build_config({"strategy": {"name": "replay", "buffer_policy": "later"}})
     with pytest.raises(ConfigError, match="buffer_policy"):
         build_config({"strategy": {"name": "icarl", "buffer_policy": "stream"}})
+
+
+def test_fifo_replay_holds_the_most_recent_steps():
+    stream = tiny_stream(n_classes=6, per_exp=2)
+    torch.manual_seed(0)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=[16])
+    strat = Replay(buffer_size=20, policy="fifo")
+    fit(model, stream, strat, TrainSettings(epochs=2, batch_size=16), seed=0)
+    assert len(strat.buffer) == 20
+    assert set(strat.buffer.y.tolist()) <= set(stream.experiences[-1].classes)
