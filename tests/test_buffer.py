@@ -112,4 +112,4 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="capacity"):
         Buffer(0)
     with pytest.raises(ValueError, match="policy"):
-        Buffer(5, "fifo")  # type: ignore[arg-type]
+        Buffer(5, "lifo")  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -12,7 +14,7 @@ from perennial.models import MASK_VALUE
 from perennial.strategies.base import Batch, Context, frozen_copy
 from perennial.strategies.lwf import distillation
 from perennial.strategies.registry import register
-from perennial.strategies.rehearsal import Rehearsal, batched_eval
+from perennial.strategies.rehearsal import Rehearsal, batched_eval, boundary_buffer_policy
 from perennial.streams.core import Split
 
 
@@ -75,8 +77,12 @@ class BiC(Rehearsal):
     summary = "BiC: replay, distillation and a bias-correction layer fitted on held-out data"
     scenarios = frozenset({"class"})
     store_every_step = False
+    buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
 
-    policy: Policy = Field(default="herding", description="exemplar selection: reservoir, class_balanced or herding")
+    policy: Policy = Field(
+        default="herding",
+        description="exemplar selection: reservoir, class_balanced, experience_balanced, fifo or herding",
+    )
     temperature: float = Field(default=2.0, gt=0.0, description="distillation temperature")
     val_fraction: float = Field(
         default=0.1, gt=0.0, lt=1.0, description="share of each class's memory slots held out for the bias layer"

@@ -40,7 +40,7 @@ class DER(Rehearsal):
     def loss(self, ctx: Context, batch: Batch, logits: Tensor, loss: Tensor) -> Tensor:
         self._logits = logits[: batch.n_new].detach()
         m = self.replay_batch_size or ctx.batch_size
-        s = self.buffer.sample(m)
+        s = self.buffer.sample(m, fields=("x", "t", "logits"))  # one index, one gather per field
         if s and self.alpha:
             loss = loss + self.alpha * F.mse_loss(ctx.model(s["x"], s["t"]), s["logits"])
         return loss
@@ -73,7 +73,7 @@ class DERpp(DER):
 
     def loss(self, ctx: Context, batch: Batch, logits: Tensor, loss: Tensor) -> Tensor:
         loss = super().loss(ctx, batch, logits, loss)
-        s = self.buffer.sample(self.replay_batch_size or ctx.batch_size)
+        s = self.buffer.sample(self.replay_batch_size or ctx.batch_size, fields=("x", "y", "t"))
         if s and self.beta:
             loss = loss + self.beta * F.cross_entropy(ctx.model(s["x"], s["t"]), s["y"])
         return loss

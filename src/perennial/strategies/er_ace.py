@@ -43,7 +43,7 @@ class ERACE(Rehearsal):
         ace = F.cross_entropy(z.masked_fill(~present, MASK_VALUE), y, reduction="sum")
         ce = F.cross_entropy(z, y, reduction="sum")
         loss = loss + (ace - ce) / len(batch)
-        s = self.buffer.sample(self.replay_batch_size or ctx.batch_size)
+        s = self.buffer.sample(self.replay_batch_size or ctx.batch_size, fields=("x", "y", "t"))
         if s:
             loss = loss + F.cross_entropy(ctx.model(s["x"], s["t"]), s["y"])
         return loss

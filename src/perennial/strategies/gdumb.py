@@ -3,6 +3,8 @@ continual learning")."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -11,7 +13,7 @@ from perennial.memory import Policy
 from perennial.models import MASK_VALUE
 from perennial.strategies.base import Context
 from perennial.strategies.registry import register
-from perennial.strategies.rehearsal import Rehearsal, store_experience
+from perennial.strategies.rehearsal import Rehearsal, boundary_buffer_policy, store_experience
 from perennial.streams.core import Split
 
 
@@ -36,10 +38,12 @@ class GDumb(Rehearsal):
 
     summary = "greedy class-balanced memory; retrain from scratch on it at every experience"
     store_every_step = False
+    buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
     fresh_optimizer = True
 
     policy: Policy = Field(
-        default="class_balanced", description="exemplar selection: reservoir, class_balanced or herding"
+        default="class_balanced",
+        description="exemplar selection: reservoir, class_balanced, experience_balanced, fifo or herding",
     )
 
     def setup(self, ctx: Context) -> None:

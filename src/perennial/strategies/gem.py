@@ -10,6 +10,8 @@ untouched.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ from torch import Tensor
 
 from perennial.strategies.base import Context
 from perennial.strategies.registry import register
-from perennial.strategies.rehearsal import Extras, Rehearsal
+from perennial.strategies.rehearsal import Extras, Rehearsal, boundary_buffer_policy
 from perennial.streams.core import Split
 
 
@@ -101,6 +103,7 @@ class GEM(Rehearsal):
 
     summary = "gradient episodic memory (per-experience gradient constraints, QP projection)"
     store_every_step = False
+    buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
 
     margin: float = Field(default=0.5, ge=0.0, description="memory strength gamma: v >= margin in the dual QP")
     eps: float = Field(default=1e-3, gt=0.0, description="ridge added to G G^T")
@@ -140,6 +143,7 @@ class AGEM(Rehearsal):
 
     summary = "averaged GEM (project the gradient when it conflicts with the memory's)"
     store_every_step = False
+    buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
 
     memory_batch_size: int | None = Field(
         default=None, ge=1, description="memory samples per reference gradient (default: the training batch size)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -11,7 +13,7 @@ from perennial.memory import Policy
 from perennial.models import MASK_VALUE
 from perennial.strategies.base import Batch, Context, frozen_copy
 from perennial.strategies.registry import register
-from perennial.strategies.rehearsal import Rehearsal, features_of
+from perennial.strategies.rehearsal import Rehearsal, boundary_buffer_policy, features_of
 from perennial.streams.core import Split
 
 
@@ -53,8 +55,12 @@ class ICaRL(Rehearsal):
     requires = frozenset({"features"})
     scenarios = frozenset({"class"})
     store_every_step = False
+    buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
 
-    policy: Policy = Field(default="herding", description="exemplar selection: reservoir, class_balanced or herding")
+    policy: Policy = Field(
+        default="herding",
+        description="exemplar selection: reservoir, class_balanced, experience_balanced, fifo or herding",
+    )
     nme: bool = Field(default=True, description="classify by the nearest mean of exemplars (False: the linear head)")
 
     def setup(self, ctx: Context) -> None:

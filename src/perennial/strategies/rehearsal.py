@@ -1,10 +1,20 @@
-"""Shared pieces of the buffer-based strategies (replay, DER, ER-ACE, A-GEM, GEM, GDumb, iCaRL, BiC).
+"""Shared pieces of the buffer-based strategies (replay, DER, ER-ACE, CLS-ER, A-GEM, GEM,
+GDumb, iCaRL, BiC); all of them use the one :class:`perennial.memory.Buffer`.
 
-:class:`Rehearsal` holds the two fields every such method has (``buffer_size`` and the
-exemplar selection ``policy``) and fills a :class:`perennial.memory.Buffer`:
+:class:`Rehearsal` holds the fields every such method has (``buffer_size``, the exemplar
+selection ``policy`` and, for methods that store as they train, ``buffer_policy``) and fills
+the buffer:
 
-- ``reservoir`` and ``class_balanced`` work on a stream, so methods that store as they train
-  (``store_every_step = True``: replay, DER, ER-ACE) offer each step's new samples;
+- ``buffer_policy="stream"`` (default): methods that store as they train
+  (``store_every_step = True``: replay, DER, ER-ACE, CLS-ER) offer each step's new samples
+  after the step, so the buffer holds samples of the whole stream so far, the current
+  experience's included (ER as in Chaudhry et al. 2019 and Buzzega et al. 2020);
+- ``buffer_policy="past"``: they offer the experience's training data at its end instead,
+  so while an experience is trained the buffer holds earlier experiences only (Avalanche's
+  replay and the van de Ven et al. 2022 protocol; pair it with ``policy="class_balanced"`` or
+  ``"experience_balanced"``);
+- the selection ``policy`` decides which offered samples stay (reservoir, class_balanced,
+  experience_balanced, fifo, herding: see :mod:`perennial.memory.buffer`);
 - ``herding`` ranks samples by how well they summarise their class in feature space, which
   needs the whole experience and a model: those samples are offered once, at the end of the
   experience (:func:`store_experience`), with the model's L2-normalised features.
@@ -16,7 +26,8 @@ Methods that keep a memory of *past* experiences only (A-GEM, GEM, iCaRL, BiC) s
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import replace
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -29,11 +40,25 @@ from perennial.streams.core import Split
 Extras = dict[str, Tensor]
 
 
+def boundary_buffer_policy() -> Any:
+    """The ``buffer_policy`` field of methods that fill their memory at experience boundaries
+    (``store_every_step = False``): fixed, so that a config cannot ask for ``stream``."""
+    return Field(default="past", description="fixed: this method fills its memory at experience boundaries")
+
+
 class Rehearsal(Strategy):
     """Base of the buffer-based methods (not registered itself; see the module docstring)."""
 
     buffer_size: int = Field(default=500, ge=1, description="number of stored samples")
-    policy: Policy = Field(default="reservoir", description="exemplar selection: reservoir, class_balanced or herding")
+    policy: Policy = Field(
+        default="reservoir",
+        description="exemplar selection: reservoir, class_balanced, experience_balanced, fifo or herding",
+    )
+    buffer_policy: Literal["stream", "past"] = Field(
+        default="stream",
+        description="stream: store each step's samples (the buffer includes the current experience); "
+        "past: store an experience at its end (the buffer holds earlier experiences only)",
+    )
 
     #: offer every step's new samples to the buffer (False: the whole experience at its end)
     store_every_step: ClassVar[bool] = True
@@ -47,7 +72,7 @@ class Rehearsal(Strategy):
 
     @property
     def stores_per_step(self) -> bool:
-        return self.store_every_step and self.policy != "herding"
+        return self.store_every_step and self.buffer_policy == "stream" and self.policy != "herding"
 
     def step_extras(self, ctx: Context, new: Batch) -> Extras:
         """Per-sample tensors stored with each step's new samples (e.g. DER's logits)."""
@@ -60,7 +85,8 @@ class Rehearsal(Strategy):
     def after_step(self, ctx: Context, batch: Batch) -> None:
         if self.stores_per_step:
             new = batch.new()
-            self.buffer.add(new.x, new.y, new.t, **self.step_extras(ctx, new))
+            group = ctx.exp_index if self.policy == "experience_balanced" else None
+            self.buffer.add(new.x, new.y, new.t, group=group, **self.step_extras(ctx, new))
 
     def after_experience(self, ctx: Context) -> None:
         if not self.stores_per_step:
@@ -98,7 +124,8 @@ def store_experience(
     if len(split) == 0:
         return
     if buffer.policy != "herding":
-        buffer.add(split.x, split.y, split.t, **(extras(split) if extras else {}))
+        group = ctx.exp_index if buffer.policy == "experience_balanced" else None
+        buffer.add(split.x, split.y, split.t, group=group, **(extras(split) if extras else {}))
         return
     # The largest share any class can get once these samples are in: rank that many per class.
     labels = torch.cat([buffer.y.cpu(), split.y.cpu()])
@@ -109,20 +136,44 @@ def store_experience(
     buffer.add(chosen.x, chosen.y, chosen.t, priority=rank.float(), **(extras(chosen) if extras else {}))
 
 
-def sample_by_age(buffer: Buffer, m: int, current: int, alpha: float) -> dict[str, Tensor]:
-    """``m`` samples of *earlier* experiences, experience ``e`` drawn with probability
+def index_by_age(buffer: Buffer, m: int, current: int, alpha: float) -> Tensor:
+    """Slots of ``m`` samples of *earlier* experiences, experience ``e`` drawn with probability
     proportional to ``age^-alpha`` (``age = current - e >= 1``), samples within it uniformly.
 
     Experiences are read from the ``exp`` extra stored with each sample. ``alpha = 0`` gives
     every earlier experience the same share. Empty while no earlier experience is stored.
     """
+    none = torch.zeros(0, dtype=torch.long)
     if len(buffer) == 0 or m <= 0:
-        return {}
+        return none
     exp = buffer.get("exp").cpu()
     old = exp < current
     if not bool(old.any()):
-        return {}
+        return none
     age = (current - exp).clamp(min=1).to(torch.float64)
     counts = torch.bincount(exp, minlength=int(exp.max()) + 1).to(torch.float64)
     weights = torch.where(old, age.pow(-alpha) / counts[exp], torch.zeros_like(age))
-    return buffer.sample(m, weights=weights)
+    return buffer.sample_index(m, weights=weights)
+
+
+def sample_by_age(buffer: Buffer, m: int, current: int, alpha: float) -> dict[str, Tensor]:
+    """The stored samples at :func:`index_by_age` (empty dict when there are none)."""
+    idx = index_by_age(buffer, m, current, alpha)
+    return buffer.gather(idx) if len(idx) else {}
+
+
+def append_stored(batch: Batch, buffer: Buffer, idx: Tensor) -> Batch:
+    """``batch`` with the stored samples at slots ``idx`` appended as extra rows.
+
+    The rows are gathered straight into the new batch tensors (one copy of each row, no
+    intermediate tensors), in the batch's dtype.
+    """
+    n, m = len(batch), len(idx)
+    if m == 0:
+        return batch
+    x = batch.x.new_empty((n + m, *batch.x.shape[1:]))
+    y = batch.y.new_empty((n + m, *batch.y.shape[1:]))
+    t = batch.t.new_empty((n + m, *batch.t.shape[1:]))
+    x[:n], y[:n], t[:n] = batch.x, batch.y, batch.t
+    buffer.gather(idx, out={"x": x[n:], "y": y[n:], "t": t[n:]}, fields=("x", "y", "t"))
+    return replace(batch, x=x, y=y, t=t)

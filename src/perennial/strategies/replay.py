@@ -22,10 +22,10 @@ from pydantic import Field, model_validator
 
 from perennial.strategies.base import Batch, Context
 from perennial.strategies.registry import register
-from perennial.strategies.rehearsal import Extras, Rehearsal, sample_by_age
+from perennial.strategies.rehearsal import Extras, Rehearsal, append_stored, index_by_age
 from perennial.streams.core import Split
 
-BUFFER_FIELDS = ("buffer_size", "policy", "replay_batch_size", "schedule", "schedule_alpha")
+BUFFER_FIELDS = ("buffer_size", "policy", "buffer_policy", "replay_batch_size", "schedule", "schedule_alpha")
 
 
 @register("replay")
@@ -98,12 +98,10 @@ class Replay(Rehearsal):
             return self._mix(ctx, batch, float(ctx.phase.get("replay_ratio", self.ratio)))
         m = self.replay_batch_size or ctx.batch_size
         if self.schedule == "power":
-            s = sample_by_age(self.buffer, m, ctx.exp_index, self.schedule_alpha)
+            idx = index_by_age(self.buffer, m, ctx.exp_index, self.schedule_alpha)
         else:
-            s = self.buffer.sample(m)
-        if not s:
-            return batch
-        return batch.append(s["x"], s["y"], s["t"])
+            idx = self.buffer.sample_index(m)
+        return append_stored(batch, self.buffer, idx)
 
     def after_step(self, ctx: Context, batch: Batch) -> None:
         if self.ratio is None:
