@@ -191,8 +191,9 @@ def test_lm_metrics_by_hand():
     assert s["acc"] == pytest.approx(0.5) and s["initial_loss"] == 5.5
     one = lm_summary([[2.0, 3.0]])
     assert math.isnan(one["forgetting"]) and math.isnan(one["adaptation"])
-    with pytest.raises(ValueError, match="NaN"):
-        loss_forgetting([[float("nan"), 1.0]])
+    with pytest.raises(ValueError, match="inf"):
+        loss_forgetting([[float("inf"), 1.0]])
+    assert math.isnan(loss_forgetting([[2.0, None], [None, 1.0]]))  # needs L[1, 0], not measured
 
 
 # ------------------------------------------------------------ replay mixing
