@@ -33,7 +33,7 @@ from perennial.strategies import EWC, Batch, Naive, Replay
 from perennial.strategies.replay import replayed_rows
 from perennial.streams import build_benchmark
 from perennial.streams.text import ByteTokenizer, Domain, split_documents, text_domains, text_stream, windows
-from perennial.train import Callback, TrainSettings, fit, lr_multiplier
+from perennial.train import Callback, EvalPolicy, TrainSettings, fit, lr_multiplier
 
 runner = CliRunner()
 
@@ -265,7 +265,7 @@ def test_phases_set_steps_lr_and_freeze_per_experience():
     init = {k: v.clone() for k, v in model.state_dict().items()}
     snap = Snap()
     phases = [{"steps": 5, "freeze": ["body.*"]}, {"steps": 0}, {"lr": 0.0}]
-    r = fit(model, s, Naive(), small(**{"phases": phases}), seed=0, callbacks=[snap])
+    r = fit(model, s, Naive(), small(**{"phases": phases}), seed=0, callbacks=[snap], eval_policy=EvalPolicy("all"))
     assert r.steps == 5 + 0 + 12
     s0, s1, s2 = snap.states
     assert all(torch.equal(s0[k], init[k]) for k in init if k.startswith("body."))
