@@ -88,7 +88,14 @@ def test_single_row_undefined_values_are_nan():
 
 @pytest.mark.parametrize(
     "bad",
-    [[0.5, 0.4], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], [[float("inf"), 0.1], [0.1, 0.1]], [[0.1, "a"]], [[0.1], [0.1, 0.2]], np.zeros((0, 3))],
+    [
+        [0.5, 0.4],
+        [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]],
+        [[float("inf"), 0.1], [0.1, 0.1]],
+        [[0.1, "a"]],
+        [[0.1], [0.1, 0.2]],
+        np.zeros((0, 3)),
+    ],
 )
 def test_shape_and_value_validation(bad):
     with pytest.raises(ValueError):
