@@ -121,7 +121,9 @@ def run_strategy(label: str, n_exp: int, n_train: int, epochs: int, eval_samples
 
     settings = TrainSettings(epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam", device="cpu")
     t0 = time.perf_counter()
-    fit(model, stream, strategy, settings, seed=0, callbacks=[Probe()], eval_policy=EvalPolicy(max_samples=eval_samples))
+    fit(
+        model, stream, strategy, settings, seed=0, callbacks=[Probe()], eval_policy=EvalPolicy(max_samples=eval_samples)
+    )
     return {"strategy": label, "seconds": time.perf_counter() - t0, "rows": rows}
 
 
@@ -154,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--experiences", type=int, default=100)
     ap.add_argument("--train-samples", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=1, help="passes over each experience (default 1: 4 steps)")
-    ap.add_argument(
-        "--eval-samples", type=int, default=None, help="eval.after_experience_samples (default: all 1,000)"
-    )
+    ap.add_argument("--eval-samples", type=int, default=None, help="eval.after_experience_samples (default: all 1,000)")
     ap.add_argument("--strategies", default=",".join([*STRATEGIES, *VARIANTS]))
     ap.add_argument("--json", help="write the per-experience rows and the ratios here")
     args = ap.parse_args(argv)
