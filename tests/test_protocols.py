@@ -73,7 +73,7 @@ def test_unknown_protocol_is_a_config_error_with_suggestions():
 def test_cli_lists_protocols_with_source_and_runs_them(tmp_path):
     r = runner.invoke(app, ["list", "protocols", "-v"])
     assert r.exit_code == 0
-    for name, p in PROTOCOLS.items():
+    for name in PROTOCOLS.names():
         assert name in r.output
     assert r.output.count("source:") == len(PROTOCOLS.names())
     r = runner.invoke(app, ["run", "--protocol", "nope", "--dry-run"])
