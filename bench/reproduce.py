@@ -64,8 +64,18 @@ def job_config(setting: str, strategy: str, seed: int, overrides: Sequence[str])
     return build_config(benchmark=bench, scenario=scenario, strategy=strategy, seed=seed, overrides=list(overrides))
 
 
+#: config keys that never change a run's metrics, left out of the cache key (so adding them
+#: to the config does not invalidate the cache): which cells of the matrix are measured
+NEUTRAL_KEYS = (("eval", "after_experience"),)
+
+
 def job_key(cfg: Any) -> str:
-    text = json.dumps(cfg.to_dict(), sort_keys=True)
+    d = cfg.to_dict()
+    for section, key in NEUTRAL_KEYS:
+        d.get(section, {}).pop(key, None)
+    if d.get("eval", {}).get("after_experience_samples", 0) is None:
+        d["eval"].pop("after_experience_samples")  # unset: every test sample, as before the key existed
+    text = json.dumps(d, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -287,6 +297,9 @@ def report(
         lines.append("")
     if notes.strip():
         lines += [notes.strip(), ""]
+    section = protocols_section()
+    if section:  # bench/protocols.py's runs with the --protocol presets (kept when this file is rewritten)
+        lines += [section, ""]
     lines += ["## Configuration", "", "Benchmark training settings (each run's full config is in the JSON cache):", ""]
     for b in sorted({s.split(":")[0] for s in settings}):
         lines.append(f"- `{b}`: {json.dumps(BENCHMARKS.get(b).defaults, sort_keys=True)}")
@@ -306,6 +319,15 @@ def report(
     v = api.versions()
     lines += ["", "## Versions", "", *[f"- {k}: {val}" for k, val in v.items()], ""]
     return "\n".join(lines)
+
+
+def protocols_section() -> str | None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from protocols import section_from_cache
+    finally:
+        sys.path.pop(0)
+    return section_from_cache()
 
 
 # ---------------------------------------------------------------------------------- main

@@ -81,7 +81,7 @@ def test_learns_something(name):
     s = tiny_stream()
     _, _, r = run(name, s, TrainSettings(epochs=5, batch_size=16, lr=0.01))
     # every method must learn the experience it is trained on (joint: all of them at once)
-    assert max(r.accuracy_matrix[0]) > 0.8
+    assert max(v for v in r.accuracy_matrix[0] if v is not None) > 0.8
 
 
 class GrabState(Callback):
@@ -132,7 +132,7 @@ def test_composes_with_replay(name):
     _, _, r1 = run(combo, s)
     _, _, r2 = run(compose(make(name), Replay(buffer_size=24)), s)
     assert r1.accuracy_matrix == r2.accuracy_matrix
-    assert all(0.0 <= a <= 1.0 for row in r1.accuracy_matrix for a in row)
+    assert all(0.0 <= a <= 1.0 for row in r1.accuracy_matrix for a in row if a is not None)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -43,6 +43,48 @@ def test_example_config_is_valid():
     assert cfg.timescales.teachers == {"stable": 0.98, "plastic": 0.9} and cfg.timescales.predict_with == "stable"
 
 
+def _tables(text: str) -> list[dict[str, list[str]]]:
+    """Every Markdown table of ``text`` whose first column is a backticked label: label -> cells."""
+    tables: list[dict[str, list[str]]] = []
+    current: dict[str, list[str]] | None = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            current = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if current is None:
+            current = {}
+            tables.append(current)
+        if cells[0].startswith("`"):
+            current[cells[0]] = cells[1:]
+    return [t for t in tables if t]
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_numbers_in_prose_come_from_the_result_tables():
+    """One source of truth: README and fast-and-slow.md quote the reproduction table's numbers."""
+    results = (ROOT / "docs" / "results.md").read_text()
+    fast_slow = (ROOT / "docs" / "fast-and-slow.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    (zoo,) = _tables(_section(results, "## split-mnist, class-incremental"))[:1]
+    fs_tables = _tables(_section(fast_slow, "## Results"))
+    # the same configuration (a strategy at its defaults, 2 digits per experience) has one set of numbers
+    shared = [k for k in fs_tables[0] if k in zoo]
+    assert {"`replay`", "`cls-er`"} <= set(shared)
+    for label in shared:
+        assert fs_tables[0][label][:2] == zoo[label][:2], f"fast-and-slow.md's {label} differs from results.md"
+    # every `name` NN.N% in the README's fast-and-slow paragraph is a table's accuracy
+    para = readme.split("On split-mnist (3 seeds):", 1)[1].split("\n\n", 1)[0]
+    quoted = re.findall(r"(`[^`]+`) (\d+\.\d)%", para)
+    assert len(quoted) >= 5
+    for label, value in quoted:
+        accs = {t[label][0].split(" ")[0] for t in [zoo, *fs_tables] if label in t}
+        assert value in accs, f"README quotes {label} {value}%, the tables say {sorted(accs)}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_examples_run(script):

@@ -17,6 +17,7 @@ LAYERS = [
     "strategies",
     "train",
     "store",
+    "protocols",
     "config",
     "api",
     "experiments",

@@ -45,6 +45,39 @@ def test_partial_matrix_uses_last_row():
     assert M.backward_transfer(R) == pytest.approx(0.5 - 0.9)
 
 
+def _masked(R, keep):
+    """``R`` with the cells ``keep(i, j)`` rejects replaced by None (not measured)."""
+    return [[v if keep(i, j) else None for j, v in enumerate(row)] for i, row in enumerate(R)]
+
+
+@pytest.mark.parametrize("policy", ["seen+next", "seen"])
+def test_unmeasured_cells_leave_the_metrics_that_do_not_need_them_unchanged(policy):
+    rng = np.random.default_rng(0)
+    full = rng.uniform(0, 1, size=(6, 6)).tolist()
+    b = rng.uniform(0, 0.2, size=6).tolist()
+    ahead = 1 if policy == "seen+next" else 0
+    part = _masked(full, lambda i, j: j <= i + ahead)
+    assert sum(v is None for row in part for v in row) > 0
+    whole, partial = M.summarize(full, b), M.summarize(part, b)
+    for key in ("acc", "avg_inc_acc", "bwt", "forgetting", "learning_acc"):
+        assert partial[key] == pytest.approx(whole[key], abs=1e-12), key
+    if policy == "seen+next":
+        assert partial["fwt"] == pytest.approx(whole["fwt"], abs=1e-12)
+    else:  # forward transfer needs R[i-1, i], which "seen" does not measure
+        assert math.isnan(partial["fwt"])
+    # stopped early: the same holds for every prefix of rows
+    for rows in range(1, 6):
+        assert M.final_accuracy(part[:rows]) == pytest.approx(M.final_accuracy(full[:rows]))
+
+
+def test_a_metric_that_needs_an_unmeasured_cell_is_nan_not_a_wrong_number():
+    R = [[0.9, None, None], [None, 0.8, None], [0.3, 0.6, 0.7]]  # R[1, 0] missing
+    assert math.isnan(M.forgetting(R))
+    assert math.isnan(M.average_accuracy(R, 1))
+    assert M.final_accuracy(R) == pytest.approx((0.3 + 0.6 + 0.7) / 3)
+    assert M.backward_transfer(R) == pytest.approx(((0.3 - 0.9) + (0.6 - 0.8)) / 2)
+
+
 def test_single_row_undefined_values_are_nan():
     R = [[0.9, 0.1]]
     assert math.isnan(M.backward_transfer(R))
@@ -55,7 +88,14 @@ def test_single_row_undefined_values_are_nan():
 
 @pytest.mark.parametrize(
     "bad",
-    [[0.5, 0.4], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], [[float("nan"), 0.1], [0.1, 0.1]], np.zeros((0, 3))],
+    [
+        [0.5, 0.4],
+        [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]],
+        [[float("inf"), 0.1], [0.1, 0.1]],
+        [[0.1, "a"]],
+        [[0.1], [0.1, 0.2]],
+        np.zeros((0, 3)),
+    ],
 )
 def test_shape_and_value_validation(bad):
     with pytest.raises(ValueError):

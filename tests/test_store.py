@@ -49,20 +49,25 @@ def test_failed_run_keeps_measured_rows(tmp_path, monkeypatch):
     calls = {"n": 0}
     from perennial.train import loop
 
-    real = loop.evaluate_stream
+    real = loop.evaluate_row
 
-    def flaky(ctx, strategy, bs):
+    def flaky(ctx, strategy, bs, policy, row):
         calls["n"] += 1
         if calls["n"] == 4:  # initial eval, exp0, exp1, then fail at exp2's evaluation
             raise RuntimeError("simulated crash")
-        return real(ctx, strategy, bs)
+        return real(ctx, strategy, bs, policy, row)
 
-    monkeypatch.setattr(loop, "evaluate_stream", flaky)
+    monkeypatch.setattr(loop, "evaluate_row", flaky)
     with pytest.raises(RuntimeError):
         api.run(cfg, store=st, run_id="crashy")
     rec = st.get("crashy")
     assert rec.status == "failed" and "simulated crash" in rec.error
     assert len(rec.accuracy_matrix) == 2 and len(rec.random_init_acc) == 5
+    # default policy (seen+next): exp0's row measured 0..1, exp1's 0..2; the rest read back as None
+    assert [[v is not None for v in row] for row in rec.accuracy_matrix] == [
+        [True, True, False, False, False],
+        [True, True, True, False, False],
+    ]
 
 
 def test_sigkill_keeps_finished_measurements(tmp_path):

@@ -29,7 +29,7 @@ from perennial.models import generate as sample_tokens
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
-from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, fit
+from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, eval_policy, fit
 
 
 def versions() -> dict[str, str]:
@@ -82,7 +82,7 @@ class StoreRecorder(Callback):
     def on_fit_start(self, ctx: Context, random_init_acc: list[float], random_init_loss: list[float]) -> None:
         self.store.record_row(self.run_id, -1, random_init_acc, random_init_loss)
 
-    def on_experience_end(self, ctx: Context, acc: list[float], loss: list[float]) -> None:
+    def on_experience_end(self, ctx: Context, acc: list[float | None], loss: list[float | None]) -> None:
         self.store.record_row(self.run_id, ctx.exp_index, acc, loss)
 
 
@@ -387,6 +387,7 @@ def _fit(
         callbacks=callbacks,
         progress=progress,
         timescales=cfg.timescales,
+        eval_policy=eval_policy(cfg.eval),
         **loop,
     )
 

@@ -55,6 +55,13 @@ ConfigOpt = Annotated[
 ScenarioOpt = Annotated[
     str | None, typer.Option("--scenario", help="class, task or domain (default: the benchmark's own).")
 ]
+ProtocolOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        help="A published training setting as a preset (perennial list protocols -v); --set and flags override it.",
+    ),
+]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write a JSON summary to this file ('-' for stdout).")]
 EvalEveryOpt = Annotated[
     int | None,
@@ -279,6 +286,7 @@ def run(
     scenario: ScenarioOpt = None,
     model: ModelOpt = None,
     text_dir: TextDirOpt = None,
+    protocol: ProtocolOpt = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Random seed (model init, data order, buffers). Default: 0.")
     ] = None,
@@ -332,6 +340,7 @@ def run(
             eval_budget=eval_budget,
             model=model,
             text_dir=text_dir,
+            protocol=protocol,
         )
         if dry_run:
             stream, strat, net = api.build(cfg)
@@ -426,6 +435,7 @@ def compare(
     scenario: ScenarioOpt = None,
     model: ModelOpt = None,
     text_dir: TextDirOpt = None,
+    protocol: ProtocolOpt = None,
     sweep: Annotated[
         list[str] | None,
         typer.Option(
@@ -487,6 +497,7 @@ def compare(
                     eval_budget=eval_budget,
                     model=model,
                     text_dir=text_dir,
+                    protocol=protocol,
                 )
             except ConfigError as e:
                 problems += [(f"[{label}] {f}", m) for f, m in e.problems]
@@ -891,6 +902,25 @@ def list_benchmarks(
         out.print(
             f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name, markup=False, soft_wrap=True
         )
+
+
+@list_app.command("protocols")
+def list_protocols(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Add the setting, its source and how ours differs.")
+    ] = False,
+) -> None:
+    """Published training protocols usable as presets: perennial run --protocol NAME."""
+    from perennial.protocols import PROTOCOLS
+
+    for name, p in PROTOCOLS.items():
+        if not verbose:
+            out.print(name, markup=False)
+            continue
+        out.print(f"[bold]{name}[/]: {p.description}", soft_wrap=True)
+        out.print(f"  source: {p.source}", markup=False, soft_wrap=True)
+        if p.deviations:
+            out.print(f"  differs: {p.deviations}", markup=False, soft_wrap=True)
 
 
 @list_app.command("models")

@@ -2,7 +2,9 @@
 
 A config is assembled in layers, each overriding the one before::
 
-    library defaults  <  benchmark defaults  <  config file (TOML/JSON)  <  --set key=value  <  CLI flags
+    library defaults  <  benchmark defaults  <  protocol  <  config file (TOML/JSON)  <  --set key=value  <  CLI flags
+
+(a protocol is a published setting, ``--protocol NAME``, see :mod:`perennial.protocols`)
 
 and validated as a whole: unknown keys, bad values, unknown names (with suggestions) and
 invalid strategy/model parameters are all reported together in one :class:`ConfigError`.
@@ -206,7 +208,8 @@ def build_config(
     """Assemble and validate a run config from its layers (see module docstring).
 
     ``flags`` are the CLI's direct options: ``benchmark``, ``scenario``, ``strategy``,
-    ``seed``, ``checkpoint_every``, ``eval_every``, ``eval_budget``, ``model``, ``text_dir`` (None = not given).
+    ``seed``, ``checkpoint_every``, ``eval_every``, ``eval_budget``, ``model``, ``text_dir``,
+    ``protocol`` (None = not given).
     """
     problems: list[tuple[str, str]] = []
     layer_file = (load_config_file(file) if isinstance(file, (str, Path)) else dict(file)) if file else {}
@@ -255,6 +258,9 @@ def build_config(
     merged: dict[str, Any] = {}
     for layer in (layer_file, layer_set, layer_flags):
         merged = deep_merge(merged, layer)
+    if flags.get("protocol") is not None:
+        merged, bad = _with_protocol(flags["protocol"], merged)
+        problems += bad
     bench_name = (
         merged.get("benchmark", {}).get("name", BenchmarkConfig().name)
         if isinstance(merged.get("benchmark"), Mapping)
@@ -297,6 +303,19 @@ def _sections_with_key(key: str) -> list[str]:
     if any(key in spec.params.model_fields for _, spec in MODELS.items()):
         out.append(f"model.{key}")
     return list(dict.fromkeys(out))
+
+
+def _with_protocol(name: str, merged: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``merged`` on top of protocol ``name``'s layer (it sits above the benchmark defaults)."""
+    from perennial.protocols import PROTOCOLS
+
+    try:
+        proto = PROTOCOLS.get(name, field="--protocol")
+    except ConfigError as e:
+        return merged, list(e.problems)
+    strategy = merged.get("strategy", {}) if isinstance(merged.get("strategy"), Mapping) else {}
+    spec = strategy.get("name", StrategyConfig().name)
+    return deep_merge(proto.layer(spec if isinstance(spec, str) else None), merged), []
 
 
 def resolved(cfg: RunConfig) -> RunConfig:

@@ -5,6 +5,10 @@
 columns (every experience, seen or not). Functions never mutate their input, validate its
 shape, and report values for the *last* row unless told otherwise. Undefined values (e.g.
 BWT after a single experience) are ``nan``. Definitions follow ``shared/REFERENCES.md``.
+
+Cells that were not measured (``fit``'s evaluation policy measures the seen experiences and
+the next one by default, see :class:`perennial.train.EvalPolicy`) are ``None`` (or ``nan``);
+a metric that needs such a cell is ``nan``, one that does not is unaffected.
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ Matrix = np.ndarray | Sequence[Sequence[float]]
 
 
 def as_matrix(R: Matrix) -> np.ndarray:
-    """Validate and copy ``R`` to a float64 array of shape (rows, T) with 1 <= rows <= T."""
-    a = np.array(R, dtype=np.float64, copy=True)
+    """Validate and copy ``R`` to a float64 array of shape (rows, T) with 1 <= rows <= T;
+    unmeasured cells (``None``) become ``nan``."""
+    try:
+        a = np.array(R, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"accuracy matrix must be rows of numbers (None: not measured): {e}") from None
     if a.ndim != 2:
         raise ValueError(
             f"accuracy matrix must be 2-D (rows = experiences trained, cols = experiences), got {a.ndim}-D"
@@ -27,8 +35,8 @@ def as_matrix(R: Matrix) -> np.ndarray:
     rows, cols = a.shape
     if rows < 1 or rows > cols:
         raise ValueError(f"accuracy matrix must have 1 <= rows <= columns, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError("accuracy matrix contains NaN or inf")
+    if np.isinf(a).any():
+        raise ValueError("accuracy matrix contains inf")
     return a
 
 

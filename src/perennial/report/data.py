@@ -7,6 +7,7 @@ Everything here is numbers; :mod:`perennial.report.plots` draws them and
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,7 +71,8 @@ class Group:
         return mean_sem([_num(self.metrics(r).get(name)) for r in self.runs])
 
     def mean_matrix(self) -> np.ndarray | None:
-        """Mean accuracy matrix over the runs (rows a run did not reach are left out of its mean)."""
+        """Mean accuracy matrix over the runs (rows a run did not reach and cells it did not
+        measure are left out of its mean; nan where no run measured a cell)."""
         mats = [np.array(r.accuracy_matrix, dtype=float) for r in self.runs if r.accuracy_matrix]
         if not mats:
             return None
@@ -79,7 +81,8 @@ class Group:
         stack = np.full((len(mats), rows, cols), np.nan)
         for i, m in enumerate(mats):
             stack[i, : m.shape[0], : m.shape[1]] = m
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # cells no run measured stay nan
             out = np.nanmean(stack, axis=0) if np.isfinite(stack).any() else None
         return out
 

@@ -196,7 +196,8 @@ def build_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str |
                     f"{g.slug}-matrix",
                     f"accuracy matrix heatmap of {lab}",
                     "Row i, column j: test accuracy on experience j after training on experiences 0..i. "
-                    "Cells right of the white line (values in italics) are experiences not trained yet.",
+                    "Cells right of the white line (values in italics) are experiences not trained yet; "
+                    "blank cells were not measured (eval.after_experience).",
                 )
             )
         else:

@@ -136,7 +136,7 @@ class RunRecord:
     metrics: dict[str, Any] | None
     seconds: float | None
     error: str | None
-    accuracy_matrix: list[list[float]] = field(default_factory=list)
+    accuracy_matrix: list[list[float | None]] = field(default_factory=list)  # None: not measured
     loss_matrix: list[list[float | None]] = field(default_factory=list)
     random_init_acc: list[float] = field(default_factory=list)
     random_init_loss: list[float | None] = field(default_factory=list)
@@ -377,8 +377,11 @@ class RunStore:
             ]
         )
 
-    def record_row(self, run_id: str, row: int, acc: list[float], loss: list[float] | None = None) -> None:
-        """Write one row of the accuracy matrix (``row=-1``: the initial model)."""
+    def record_row(
+        self, run_id: str, row: int, acc: Sequence[float | None], loss: Sequence[float | None] | None = None
+    ) -> None:
+        """Write one row of the accuracy matrix (``row=-1``: the initial model); cells that
+        were not measured (``None``) are not stored and read back as ``None``."""
         losses = loss or [None] * len(acc)
         self._write(
             [
@@ -387,6 +390,7 @@ class RunStore:
                     [
                         (run_id, row, j, float(a), None if lo is None else float(lo))
                         for j, (a, lo) in enumerate(zip(acc, losses, strict=True))
+                        if a is not None
                     ],
                 ),
                 ("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id)),
@@ -546,10 +550,12 @@ class RunStore:
         if -1 in by_row:
             rec.random_init_acc = [by_row[-1][j][0] for j in sorted(by_row[-1])]
             rec.random_init_loss = [by_row[-1][j][1] for j in sorted(by_row[-1])]
+        n_cols = max([rec.n_experiences, *(c + 1 for cols in by_row.values() for c in cols)])
         for i in sorted(k for k in by_row if k >= 0):
             cols = by_row[i]
-            rec.accuracy_matrix.append([cols[j][0] for j in sorted(cols)])
-            rec.loss_matrix.append([cols[j][1] for j in sorted(cols)])
+            # cells the evaluation policy did not measure were not stored: None
+            rec.accuracy_matrix.append([cols[j][0] if j in cols else None for j in range(n_cols)])
+            rec.loss_matrix.append([cols[j][1] if j in cols else None for j in range(n_cols)])
         rec.experience_names = [e["name"] for e in exps]
         rec.eval_log = self.eval_log(run_id)
         rec.model_log = self.model_log(run_id)

@@ -1,7 +1,7 @@
 """Training: the one loop (``fit``), schedules, settings and evaluation."""
 
-from perennial.train.continual import ContinualEvalSettings, ContinualEvaluator
-from perennial.train.evaluate import evaluate_split, evaluate_stream
+from perennial.train.continual import ContinualEvalSettings, ContinualEvaluator, eval_policy
+from perennial.train.evaluate import EvalPolicy, evaluate_row, evaluate_split, evaluate_stream
 from perennial.train.loop import Callback, FitResult, fit, make_optimizer, resolve_device, seed_everything
 from perennial.train.progress import NoProgress, Progress, RichProgress
 from perennial.train.schedules import lr_multiplier
@@ -12,6 +12,7 @@ __all__ = [
     "Callback",
     "ContinualEvalSettings",
     "ContinualEvaluator",
+    "EvalPolicy",
     "FitResult",
     "NoProgress",
     "Progress",
@@ -19,6 +20,8 @@ __all__ = [
     "Timescales",
     "TrainSettings",
     "apply_lr_scales",
+    "eval_policy",
+    "evaluate_row",
     "evaluate_split",
     "evaluate_stream",
     "fit",

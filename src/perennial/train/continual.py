@@ -48,13 +48,27 @@ from pydantic import BaseModel, ConfigDict, Field
 from perennial.evaluation.continual import EvalRecord
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split
+from perennial.train.evaluate import AfterExperience, EvalPolicy
 from perennial.train.loop import Callback
 
 
 class ContinualEvalSettings(BaseModel):
-    """The ``eval`` section of a run config: continual (per-step) evaluation."""
+    """The ``eval`` section of a run config: what is measured after each experience, and
+    continual (per-step) evaluation."""
 
     model_config = ConfigDict(extra="forbid")
+
+    after_experience: AfterExperience = Field(
+        default="seen+next",
+        description="test splits measured after each experience: seen+next (every metric defined), seen "
+        "(no forward transfer) or all (the full matrix; cost grows with the stream's length)",
+    )
+    after_experience_samples: int | None = Field(
+        default=None,
+        ge=1,
+        description="cap on the test samples per experience measured after each experience "
+        "(a fixed, seeded subset; None: all)",
+    )
 
     every: int | None = Field(
         default=None, ge=1, description="evaluate every seen experience every N training steps (None: off)"
@@ -74,6 +88,11 @@ class ContinualEvalSettings(BaseModel):
         description="also evaluate the working model and every slow copy (timescales.teachers, cls-er, ...) "
         "on the regular schedule",
     )
+
+
+def eval_policy(s: ContinualEvalSettings) -> EvalPolicy:
+    """The evaluation after each experience that ``s`` asks for (an argument of ``fit``)."""
+    return EvalPolicy(after_experience=s.after_experience, max_samples=s.after_experience_samples)
 
 
 Sink = Callable[[list[EvalRecord]], None]
@@ -162,7 +181,7 @@ class ContinualEvaluator(Callback):
         elif b <= self.lca_beta:
             self._evaluate(ctx, (ctx.exp_index,), grid=False)
 
-    def on_experience_end(self, ctx: Context, acc: list[float], loss: list[float]) -> None:
+    def on_experience_end(self, ctx: Context, acc: list[float | None], loss: list[float | None]) -> None:
         self._evaluate(ctx, self._targets(ctx), grid=True)
 
     # ------------------------------------------------------------- helpers

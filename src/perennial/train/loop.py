@@ -31,7 +31,7 @@ from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunI
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
 from perennial.train.contract import prepare_model
-from perennial.train.evaluate import evaluate_stream
+from perennial.train.evaluate import EvalPolicy, evaluate_row
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
@@ -59,8 +59,8 @@ class Callback:
     def on_step_end(self, ctx: Context, batch: Batch, loss: torch.Tensor) -> None:
         pass
 
-    def on_experience_end(self, ctx: Context, acc: list[float], loss: list[float]) -> None:
-        pass
+    def on_experience_end(self, ctx: Context, acc: list[float | None], loss: list[float | None]) -> None:
+        pass  # None: an experience the evaluation policy did not measure
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -79,8 +79,8 @@ class Checkpointer(Protocol):
 
 @dataclass
 class FitResult:
-    accuracy_matrix: list[list[float]]  # R[i][j]: test accuracy on experience j after training on i
-    loss_matrix: list[list[float]]
+    accuracy_matrix: list[list[float | None]]  # R[i][j]: test accuracy on experience j after training on i
+    loss_matrix: list[list[float | None]]  # None: not measured (see EvalPolicy)
     random_init_acc: list[float]  # b_j: accuracy of the initial model (for FWT)
     random_init_loss: list[float]
     steps: int
@@ -103,8 +103,8 @@ class LoopState:
     perm: torch.Tensor | None = None  # the current epoch's data order
     order_state: torch.Tensor | None = None  # data-order generator state after drawing perm
     data_fingerprint: list[float] | None = None
-    R: list[list[float]] = field(default_factory=list)
-    L: list[list[float]] = field(default_factory=list)
+    R: list[list[float | None]] = field(default_factory=list)
+    L: list[list[float | None]] = field(default_factory=list)
     b_acc: list[float] = field(default_factory=list)
     b_loss: list[float] = field(default_factory=list)
     exp_seconds: list[float] = field(default_factory=list)
@@ -272,12 +272,14 @@ def fit(
     resume: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
     timescales: Timescales | None = None,
+    eval_policy: EvalPolicy | None = None,
 ) -> FitResult:
     """Train ``model`` on every experience of ``stream`` in order with ``strategy``.
 
-    After each experience the model is evaluated on the test split of *every* experience
-    (seen and unseen), which fills one row of the accuracy matrix. Before training, the
-    initial model is evaluated too (``random_init_acc``, needed for forward transfer).
+    After each experience the model is evaluated on the test splits ``eval_policy`` names
+    (default: the seen experiences and the next one), which fills one row of the accuracy
+    matrix (``None`` in the cells not measured). Before training, the initial model is
+    evaluated on every experience (``random_init_acc``, needed for forward transfer).
 
     ``checkpointer`` receives a payload every ``checkpointer.every`` steps, at every
     experience boundary and when ``should_stop()`` turns true (then :class:`RunInterrupted`
@@ -286,6 +288,7 @@ def fit(
     copies of the model (:mod:`perennial.train.timescales`).
     """
     s = settings or TrainSettings()
+    policy = eval_policy or EvalPolicy()
     t_start = time.perf_counter()
     stream.validate()
     strategy.check_scenario(stream.scenario)
@@ -316,7 +319,8 @@ def fit(
     st = LoopState()
     if resume is None:
         t0 = time.perf_counter()
-        st.b_acc, st.b_loss = evaluate_stream(ctx, strategy, s.eval_batch_size)
+        b_acc, b_loss = evaluate_row(ctx, strategy, s.eval_batch_size, policy, -1)
+        st.b_acc, st.b_loss = [float(v) for v in b_acc if v is not None], [float(v) for v in b_loss if v is not None]
         st.eval_seconds += time.perf_counter() - t0
         for cb in callbacks:
             cb.on_fit_start(ctx, st.b_acc, st.b_loss)
@@ -445,7 +449,7 @@ def fit(
 
         strategy.after_experience(ctx)
         t0 = time.perf_counter()
-        acc, losses = evaluate_stream(ctx, strategy, s.eval_batch_size)
+        acc, losses = evaluate_row(ctx, strategy, s.eval_batch_size, policy, exp.index)
         st.eval_seconds += time.perf_counter() - t0
         st.exp_eval_seconds.append(time.perf_counter() - t0)
         st.R.append(acc)
