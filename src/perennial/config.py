@@ -26,6 +26,7 @@ from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
 from perennial.train import ContinualEvalSettings, Timescales, TrainSettings
 from perennial.train.settings import Phase
+from perennial.validation import class_count_problems, merge_problems, numeric_problems, training_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +46,7 @@ class BenchmarkConfig(BaseModel):
         ge=1,
         description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
-    class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
+    class_order_seed: int | None = Field(default=None, ge=0, description="shuffle the class order with this seed")
     n_experiences: int | None = Field(default=None, ge=1)
     path: str | None = Field(
         default=None,
@@ -100,7 +101,7 @@ class CheckpointConfig(BaseModel):
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -268,15 +269,24 @@ def build_config(
     sections: dict[str, BaseModel] = {}
     for key, cls in SECTIONS.items():
         raw = merged.get(key, {})
+        numeric = numeric_problems(cls, raw, key)  # booleans as numbers, inf, integers too big (every field)
         try:
-            sections[key] = cls.model_validate(raw)
+            validated = cls.model_validate(raw)
         except ValidationError as e:
-            problems += pydantic_problems(e, key, cls)
+            problems += merge_problems(numeric, pydantic_problems(e, key, cls))
+        else:
+            problems += numeric
+            if not numeric:
+                sections[key] = validated
+    seed_raw = {"seed": merged.get("seed", 0)}
+    numeric = numeric_problems(RunConfig, seed_raw)
     try:
-        seed = RunConfig.model_validate({"seed": merged.get("seed", 0)}).seed
+        seed = RunConfig.model_validate(seed_raw).seed
     except ValidationError as e:
-        problems += pydantic_problems(e, "")
+        problems += merge_problems(numeric, pydantic_problems(e, ""))
         seed = 0
+    else:
+        problems += numeric
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
     if problems:
         raise ConfigError(problems)
@@ -350,10 +360,13 @@ def semantic_problems(
             except ConfigError as e:
                 problems += e.problems
         else:
+            numeric = numeric_problems(MODELS.get(m.name).params, m.params(), "model")
             try:
                 MODELS.get(m.name).params(**m.params())
             except ValidationError as e:
-                problems += pydantic_problems(e, "model", MODELS.get(m.name).params)
+                problems += merge_problems(numeric, pydantic_problems(e, "model", MODELS.get(m.name).params))
+            else:
+                problems += numeric
             mkind = MODELS.get(m.name).kind
             if kind is not None and mkind != kind:
                 fits = ", ".join(n for n, spec in MODELS.items() if spec.kind == kind)
@@ -392,6 +405,9 @@ def semantic_problems(
                         )
                     )
             problems += _phase_problems(sections.get("train"), strategy)
+    problems += training_problems(sections.get("train"), sections.get("timescales"))
+    if isinstance(b, BenchmarkConfig) and b.name in BENCHMARKS and BENCHMARKS.get(b.name).kind == "classification":
+        problems += class_count_problems(b, BENCHMARKS.get(b.name).n_classes, b.name)
     lr = raw.get("train", {}).get("lr", 1.0) if isinstance(raw.get("train"), Mapping) else 1.0
     if "train.lr" not in already and isinstance(lr, (int, float)) and lr <= 0:
         problems.append(("train.lr", f"must be > 0 for a run, got {lr} (a zero learning rate trains nothing)"))

@@ -30,6 +30,7 @@ class Benchmark:
     build: Callable[..., Stream]
     defaults: dict[str, Any] = field(default_factory=dict)
     kind: str = "classification"  # or "lm": language modelling (token windows, next-token prediction)
+    n_classes: int | None = None  # classes the data hold, when known without loading it (validation)
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -104,6 +105,7 @@ BENCHMARKS.add(
         "class",
         _split(datasets.mnist5k, "split-mnist"),
         _MNIST_DEFAULTS,
+        n_classes=10,
     ),
 )
 BENCHMARKS.add(
@@ -129,6 +131,7 @@ BENCHMARKS.add(
             "model": {"name": "mlp", "hidden": [256, 256]},
             "train": {"epochs": 30, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         },
+        n_classes=10,
     ),
 )
 BENCHMARKS.add(
@@ -143,6 +146,7 @@ BENCHMARKS.add(
             "model": {"name": "mlp", "hidden": [256, 256]},
             "train": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         },
+        n_classes=10,
     ),
 )
 
