@@ -153,7 +153,7 @@ def parse_value(text: str) -> Any:
         return {"True": True, "False": False, "None": None}[low]
     try:
         return json.loads(low)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
@@ -176,22 +176,33 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[st
                 break
             node = nxt
         else:
-            node[parts[-1]] = parse_value(value)
+            from perennial.files import MAX_CONFIG_DEPTH, nesting_depth
+
+            node[parts[-1]] = parsed = parse_value(value)
+            if nesting_depth(parsed) > MAX_CONFIG_DEPTH:
+                problems.append(("--set", f"the value of {key!r} is nested deeper than {MAX_CONFIG_DEPTH} levels"))
+                node[parts[-1]] = None
     return out, problems
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    from perennial.files import config_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([("--config", f"file {str(p)!r} does not exist")])
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = config_text(p)  # a regular UTF-8 text file of sane size, never a FIFO or device
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError([("--config", f"{p} is nested too deeply to be a config")]) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         raise ConfigError([("--config", f"{p} is not valid {kind}: {e}")]) from None
     if not isinstance(data, dict):
         raise ConfigError([("--config", f"{p} must hold a table/object at the top level")])
+    from perennial.files import MAX_CONFIG_DEPTH, nesting_depth
+
+    if nesting_depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError([("--config", f"{p} is nested deeper than {MAX_CONFIG_DEPTH} levels; a run config has 4")])
     return data
 
 

@@ -1,0 +1,137 @@
+"""Memory estimates made before anything big is allocated.
+
+A model of 10**12 parameters, a buffer of 10**10 samples or a stream of 10**6 permuted
+copies of MNIST must be refused in milliseconds with the estimate and the machine's memory,
+not after minutes of swapping or with a raw allocation failure. The estimates are
+arithmetic over the config (parameter counts from the layer shapes, samples times the
+bytes of one sample); they are upper bounds of the order of magnitude, not exact counts.
+
+``PERENNIAL_MEMORY_LIMIT`` (bytes, or with a K/M/G/T suffix) overrides the machine's
+memory, e.g. to leave room for other jobs on a shared machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+from perennial.errors import ConfigError
+
+#: training needs the parameters, their gradients and two Adam moments: 4 copies
+TRAIN_COPIES = 4
+#: share of the machine's memory one run may plan to use
+SHARE = 0.9
+
+
+def _parse_bytes(text: str) -> int | None:
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        return None
+
+
+def machine_memory() -> int:
+    """Bytes of memory a run may use: ``PERENNIAL_MEMORY_LIMIT``, else the machine's total
+    (the smaller of physical memory and a cgroup limit)."""
+    env = os.environ.get("PERENNIAL_MEMORY_LIMIT")
+    if env and (v := _parse_bytes(env)):
+        return v
+    total = 0
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        total = 16 * 2**30
+    for cg in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cg) as f:
+                raw = f.read().strip()
+            if raw.isdigit() and 0 < int(raw) < total:
+                total = int(raw)
+        except OSError:
+            continue
+    return total
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def mlp_params(in_features: int, hidden: Sequence[int], n_out: int) -> int:
+    n, width = 0, in_features
+    for h in hidden:
+        n += width * h + h
+        width = h
+    return n + width * n_out + n_out
+
+
+def cnn_params(in_channels: int, channels: Sequence[int], kernel: int, dims: int, hidden: int, n_out: int) -> int:
+    """Upper bound: the dense layer is counted as if the convs kept one position per channel,
+    plus the convolutions (the spatial size after pooling is at most the input's)."""
+    n, c = 0, in_channels
+    for ch in channels:
+        n += c * ch * kernel**dims + ch
+        c = ch
+    return n + c * hidden + hidden + hidden * n_out + n_out
+
+
+def gpt_params(vocab: int, context: int, d_model: int, n_layer: int, mlp_ratio: int) -> int:
+    per_block = 4 * d_model * d_model + 2 * mlp_ratio * d_model * d_model + 8 * d_model
+    return vocab * d_model + context * d_model + n_layer * per_block + d_model * vocab
+
+
+def estimate_model_params(name: str, params: dict[str, object], input_numel: int = 28 * 28, n_out: int = 10) -> int:
+    """Parameter count of a built-in model from its config, without building it (0: unknown)."""
+    try:
+        if name == "mlp":
+            hidden = [int(h) for h in params.get("hidden", [400, 400])]  # type: ignore[union-attr]
+            return mlp_params(input_numel, hidden, n_out)
+        if name == "cnn":
+            channels = [int(c) for c in params.get("channels", [32, 64])]  # type: ignore[union-attr]
+            k = int(params.get("kernel_size", 3))  # type: ignore[call-overload]
+            return cnn_params(1, channels, k, 2, int(params.get("hidden", 128)), n_out)  # type: ignore[call-overload]
+        if name in ("gpt", "tiny-gpt"):
+            d = int(params.get("d_model", 128 if name == "tiny-gpt" else 256))  # type: ignore[call-overload]
+            layers = int(params.get("n_layer", 2 if name == "tiny-gpt" else 4))  # type: ignore[call-overload]
+            ratio = int(params.get("mlp_ratio", 4))  # type: ignore[call-overload]
+            return gpt_params(max(n_out, 256), 64, d, layers, ratio)
+    except (TypeError, ValueError):
+        return 0
+    return 0
+
+
+def check_fits(items: Sequence[tuple[str, str, int]], *, available: int | None = None) -> None:
+    """Refuse a plan whose parts need more memory than the machine has.
+
+    ``items`` are ``(field, what, bytes)``; the message gives every estimate, their total
+    and the machine's memory. Raises :class:`ConfigError` (exit code 2).
+    """
+    avail = machine_memory() if available is None else available
+    budget = int(avail * SHARE)
+    total = sum(b for _, _, b in items)
+    if total <= budget:
+        return
+    big = [(f, w, b) for f, w, b in items if b > 0]
+    problems = [
+        (
+            f,
+            f"{w} needs about {human(b)}; the run needs about {human(total)} in all, but this machine has "
+            f"{human(avail)} of memory (PERENNIAL_MEMORY_LIMIT overrides); make it smaller",
+        )
+        for f, w, b in sorted(big, key=lambda x: -x[2])
+        if b > budget / 10 or len(big) == 1
+    ]
+    raise ConfigError(
+        problems or [("", f"the run needs about {human(total)}, this machine has {human(avail)}")],
+        header="does not fit in memory",
+    )
+
+
+def tensor_bytes(shape: Sequence[int], itemsize: int = 4) -> int:
+    return math.prod(int(s) for s in shape) * itemsize
