@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from perennial.config import RunConfig, resolved
+from perennial.config import RunConfig, check_memory, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
 from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
 from perennial.models import MODELS, Classifier, build_model
@@ -144,6 +144,7 @@ def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     stream = build_stream(cfg)
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
     strategy.check_scenario(stream.scenario)
+    check_memory(cfg, math.prod(stream.input_shape), stream.n_classes)  # before the model is allocated
     torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
     try:
         model = build_model(

@@ -301,7 +301,25 @@ def build_config(
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
     if problems:
         raise ConfigError(problems)
-    return resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+    cfg = resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+    check_memory(cfg)
+    return cfg
+
+
+def check_memory(cfg: RunConfig, input_numel: int | None = None, n_out: int | None = None) -> None:
+    """Refuse a run whose model, buffer, batches or data cannot fit in this machine's memory
+    (an estimate from the config, made before anything is allocated; see perennial.resources).
+
+    Without ``input_numel``/``n_out`` the benchmark's registry entry gives them (when known)."""
+    from perennial.resources import check_fits, memory_items
+
+    bench = BENCHMARKS.get(cfg.benchmark.name) if cfg.benchmark.name in BENCHMARKS else None
+    n_exp = cfg.benchmark.n_experiences or 5
+    data = bench.experience_bytes * n_exp if bench is not None and input_numel is None else 0
+    numel = input_numel or (bench.input_numel if bench is not None else None)
+    check_fits(
+        memory_items(cfg, input_numel=numel, n_out=n_out or (bench and bench.n_classes) or 10, dataset_bytes=data)
+    )
 
 
 def resolved(cfg: RunConfig) -> RunConfig:

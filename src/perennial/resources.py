@@ -117,21 +117,67 @@ def check_fits(items: Sequence[tuple[str, str, int]], *, available: int | None =
     total = sum(b for _, _, b in items)
     if total <= budget:
         return
-    big = [(f, w, b) for f, w, b in items if b > 0]
-    problems = [
-        (
-            f,
-            f"{w} needs about {human(b)}; the run needs about {human(total)} in all, but this machine has "
-            f"{human(avail)} of memory (PERENNIAL_MEMORY_LIMIT overrides); make it smaller",
-        )
-        for f, w, b in sorted(big, key=lambda x: -x[2])
-        if b > budget / 10 or len(big) == 1
-    ]
+    big = sorted(((f, w, b) for f, w, b in items if b > 0), key=lambda x: -x[2])
+    shown = [x for x in big if x[2] > budget / 10] or big[:1]
     raise ConfigError(
-        problems or [("", f"the run needs about {human(total)}, this machine has {human(avail)}")],
-        header="does not fit in memory",
+        [(f, f"{w} needs about {human(b)}; make it smaller") for f, w, b in shown],
+        header=f"does not fit in memory: the run needs about {human(total)}, this machine has {human(avail)} "
+        "(PERENNIAL_MEMORY_LIMIT=BYTES sets another limit)",
     )
 
 
 def tensor_bytes(shape: Sequence[int], itemsize: int = 4) -> int:
     return math.prod(int(s) for s in shape) * itemsize
+
+
+def _buffer_size(params: dict[str, object]) -> int:
+    total = 0
+    for key, value in params.items():
+        if (
+            key.split(".")[-1] in ("buffer_size", "memory_size")
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
+            total += value
+    return total
+
+
+def memory_items(
+    cfg: object, *, input_numel: int | None, n_out: int = 10, dataset_bytes: int = 0
+) -> list[tuple[str, str, int]]:
+    """``(field, what, bytes)`` estimates of a validated run config's big allocations.
+
+    ``input_numel`` (numbers per sample) and ``n_out`` come from the benchmark (known from
+    its registry entry before loading, or from the built stream); ``dataset_bytes`` is the
+    data the stream will hold (0 once it is built).
+    """
+    model, strategy, train = cfg.model, cfg.strategy, cfg.train  # type: ignore[attr-defined]
+    numel = input_numel or 0
+    items: list[tuple[str, str, int]] = []
+    params = estimate_model_params(model.name, model.params(), numel or 1, n_out)
+    if params:
+        copies = TRAIN_COPIES + 1 + len(cfg.timescales.teachers)  # + a frozen copy (teachers, EWC)
+        items.append(
+            (
+                "model",
+                f"model {model.name} (~{params:,} parameters, {copies} copies while training)",
+                params * 4 * copies,
+            )
+        )
+        widths = [int(h) for h in model.params().get("hidden", []) if isinstance(h, int)] if model.name == "mlp" else []
+        per_sample = (numel + sum(widths) + n_out) * 4 * 3  # activations, their gradients, workspace
+        if widths or model.name == "mlp":
+            items.append(("train.batch_size", f"a batch of {train.batch_size:,}", train.batch_size * per_sample))
+            items.append(
+                (
+                    "train.eval_batch_size",
+                    f"an evaluation batch of {train.eval_batch_size:,}",
+                    train.eval_batch_size * per_sample // 3,
+                )
+            )
+    buf = _buffer_size(strategy.params())
+    if buf and numel:
+        items.append(("strategy.buffer_size", f"a replay buffer of {buf:,} samples", buf * (numel * 4 + 16)))
+    if dataset_bytes:
+        items.append(("benchmark", "the benchmark's data", dataset_bytes))
+    return items
