@@ -299,6 +299,8 @@ def build_config(
     else:
         problems += numeric
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
+    user_train = deep_merge(layer_file, layer_set).get("train")
+    problems += training_problems(sections.get("train"), sections.get("timescales"), user_train)
     if problems:
         raise ConfigError(problems)
     cfg = resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
@@ -434,7 +436,6 @@ def semantic_problems(
                         )
                     )
             problems += _phase_problems(sections.get("train"), strategy)
-    problems += training_problems(sections.get("train"), sections.get("timescales"))
     if isinstance(b, BenchmarkConfig) and b.name in BENCHMARKS and BENCHMARKS.get(b.name).kind == "classification":
         problems += class_count_problems(b, BENCHMARKS.get(b.name).n_classes, b.name)
     lr = raw.get("train", {}).get("lr", 1.0) if isinstance(raw.get("train"), Mapping) else 1.0

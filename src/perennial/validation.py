@@ -154,12 +154,14 @@ def merge_problems(first: list[Problem], then: list[Problem]) -> list[Problem]:
     return first + [(f, m) for f, m in then if f not in seen]
 
 
-def training_problems(train: Any, timescales: Any) -> list[Problem]:
+def training_problems(train: Any, timescales: Any, user_train: Mapping[str, Any] | None = None) -> list[Problem]:
     """Settings that make a run train nothing (checked on validated ``train`` and ``timescales``).
 
     - every learning-rate multiplier zero (``timescales.backbone_lr = head_lr = 0``);
-    - a warm-up at least as long as the experience it belongs to (the LR never reaches its
-      maximum; with ``steps = warmup_steps`` it is still ramping when the experience ends).
+    - a warm-up longer than the experience it belongs to (the LR never gets near its maximum:
+      a warm-up of 10**6 steps trains 100 steps at 1e-4 of it). Only warm-ups the user set
+      (``user_train``: the config file and ``--set`` layers) are refused; a benchmark's
+      default warm-up with a shorter ``train.steps`` (a quick smoke run) is allowed.
     """
     out: list[Problem] = []
     if timescales is not None and train is not None:
@@ -174,28 +176,33 @@ def training_problems(train: Any, timescales: Any) -> list[Problem]:
             )
     if train is None:
         return out
+    user = user_train if isinstance(user_train, Mapping) else {}
+    user_phases = user.get("phases") if isinstance(user.get("phases"), list) else []
     n_phases = len(getattr(train, "phases", []) or [])
     for i in range(max(n_phases, 1)):
         t = train.for_experience(i) if n_phases else train
-        loc = f"train.phases.{i}" if n_phases else "train"
-        steps, warm = getattr(t, "steps", None), getattr(t, "warmup_steps", 0)
-        if steps is not None and steps > 0 and warm >= steps:
+        mine = i < len(user_phases) and isinstance(user_phases[i], Mapping) and "warmup_steps" in user_phases[i]
+        if not (mine or "warmup_steps" in user):
+            continue
+        steps, warm = t.steps, t.warmup_steps
+        if steps is not None and steps > 0 and warm > steps:
+            loc = f"train.phases.{i}.warmup_steps" if mine else "train.warmup_steps"
             out.append(
                 (
-                    f"{loc}.warmup_steps",
-                    f"a warm-up of {warm} steps is not shorter than the {steps} steps of the experience; "
-                    f"allowed: 0 to {steps - 1}",
+                    loc,
+                    f"a warm-up of {warm} steps is longer than the {steps} steps of experience {i}: the learning "
+                    f"rate would never reach its maximum; allowed: 0 to {steps}",
                 )
             )
-    if n_phases and train.warmup_steps and train.steps and train.warmup_steps >= train.steps:
+    if n_phases and "warmup_steps" in user and train.steps and train.warmup_steps > train.steps:
         out.append(
             (
                 "train.warmup_steps",
-                f"a warm-up of {train.warmup_steps} steps is not shorter than the {train.steps} steps of an "
-                f"experience; allowed: 0 to {train.steps - 1}",
+                f"a warm-up of {train.warmup_steps} steps is longer than the {train.steps} steps of the "
+                f"experiences after the phases; allowed: 0 to {train.steps}",
             )
         )
-    return out
+    return list(dict(out).items())
 
 
 def class_count_problems(bench: Any, n_classes: int | None, name: str) -> list[Problem]:
