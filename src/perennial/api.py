@@ -140,6 +140,11 @@ def stop_on_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, h)
 
 
+def _stop_if_asked(should_stop: Callable[[], bool], where: str) -> None:
+    if should_stop():
+        raise RunInterrupted(f"stopped {where}; every experience is trained and measured")
+
+
 def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     stream = build_stream(cfg)
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
@@ -323,13 +328,27 @@ def _fit_in_store(
     progress: Progress | None,
     callbacks: Sequence[Callback],
 ) -> RunRecord:
-    checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, _identity(cfg, run_id))
+    # the run's description travels in every checkpoint: `perennial doctor --rebuild` re-creates
+    # the run from it when runs.sqlite is lost (identity checks read only the identity keys)
+    description = {
+        "config": cfg.to_dict(),
+        "scenario": stream.scenario,
+        "n_experiences": len(stream),
+        "names": [e.name for e in stream],
+        "classes": [list(e.classes) for e in stream],
+        "versions": {k: str(v) for k, v in versions().items()},  # plain str: weights-only loadable
+    }
+    checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, {**_identity(cfg, run_id), "run": description})
     eval_writer = store.eval_writer(run_id) if cfg.eval.every is not None else None
     evaluator = _evaluator(cfg, strategy, eval_writer)
     cbs = [StoreRecorder(store, run_id), *callbacks, *([evaluator] if evaluator is not None else [])]
     if payload is not None:  # measurements made after the checkpoint are made again
         store.delete_eval_after(run_id, int(payload["loop"]["step"]))
     try:
+        # The signal window covers the final evaluation, the last checkpoint and the store
+        # writes after fit: a SIGINT/SIGTERM there is not ignored but stops the run as
+        # interrupted before it is marked finished; the last checkpoint (saved after the
+        # final evaluation) lets `resume` finish it without training again.
         with stop_on_signals() as should_stop:
             result = _fit(
                 cfg,
@@ -342,6 +361,18 @@ def _fit_in_store(
                 resume=payload,
                 should_stop=should_stop,
             )
+            _stop_if_asked(should_stop, "after the final evaluation")
+            if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
+                store.save_model(run_id, model_payload(cfg, stream, model))
+            metrics = _metrics(result, stream.kind)
+            if evaluator is not None:
+                # from the store: it holds the whole log, also of a run resumed midway
+                metrics.update(
+                    summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta)
+                )
+                metrics["continual_eval_seconds"] = evaluator.seconds
+            _stop_if_asked(should_stop, "before the results were marked final")
+            store.finish_run(run_id, metrics, result.seconds)
     except (RunInterrupted, KeyboardInterrupt):
         store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")
         raise
@@ -351,14 +382,6 @@ def _fit_in_store(
     finally:
         if eval_writer is not None:
             eval_writer.close()
-    if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
-        store.save_model(run_id, model_payload(cfg, stream, model))
-    metrics = _metrics(result, stream.kind)
-    if evaluator is not None:
-        # from the store: it holds the whole log, also of a run resumed midway
-        metrics.update(summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
-        metrics["continual_eval_seconds"] = evaluator.seconds
-    store.finish_run(run_id, metrics, result.seconds)
     if not cfg.checkpoint.keep_after_finish:
         ckdir.clear()
     return store.get(run_id)
