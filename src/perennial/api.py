@@ -26,6 +26,7 @@ from perennial.errors import CheckpointError, ConfigError, RunInterrupted
 from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
 from perennial.models import MODELS, Classifier, build_model
 from perennial.models import generate as sample_tokens
+from perennial.resources import apply_threads
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
@@ -255,6 +256,7 @@ def run(
     ``resume(store, run_id)`` continues such a run exactly.
     """
     cfg = resolved(cfg)
+    apply_threads(cfg.threads)
     stream, strategy, model = build(cfg)
     run_id = run_id or new_run_id(cfg)
     config = cfg.to_dict()
@@ -288,8 +290,11 @@ def resume(
     *,
     progress: Progress | None = None,
     callbacks: Sequence[Callback] = (),
+    threads: int | None = None,
 ) -> RunRecord:
-    """Continue ``run_id`` from its newest valid checkpoint; the result equals an uninterrupted run."""
+    """Continue ``run_id`` from its newest valid checkpoint; the result equals an uninterrupted run.
+
+    ``threads`` overrides the run's torch CPU threads (a machine setting, see ``--threads``)."""
     rec = store.get(run_id)
     if rec.status == "finished":
         raise CheckpointError(f"run {run_id!r} already finished; see: perennial show {run_id}")
@@ -297,6 +302,9 @@ def resume(
         cfg = RunConfig.model_validate(rec.config)
     except ValidationError as e:
         raise CheckpointError(f"run {run_id!r} has a stored config this perennial cannot read: {e}") from None
+    if threads is not None:
+        cfg = cfg.model_copy(update={"threads": threads})
+    apply_threads(cfg.threads)
     ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
     notes: list[str] = []
     payload: dict[str, Any] | None = None

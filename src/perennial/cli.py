@@ -74,6 +74,15 @@ ModelOpt = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Model name (perennial list models), e.g. tiny-gpt. Default: the benchmark's."),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        max=1024,
+        help="torch CPU threads (config key: threads). Default: one per core; on a busy, shared machine use 1 or 2.",
+    ),
+]
 TextDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -335,6 +344,7 @@ def run(
     ] = False,
     eval_every: EvalEveryOpt = None,
     eval_budget: EvalBudgetOpt = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -360,6 +370,7 @@ def run(
             eval_budget=eval_budget,
             model=model,
             text_dir=text_dir,
+            threads=threads,
         )
         if dry_run:
             stream, strat, net = api.build(cfg)
@@ -406,6 +417,7 @@ def resume(
         str, typer.Argument(help="Run id of an interrupted, failed or killed run (see: perennial runs).")
     ],
     store: StoreOpt = Path(DEFAULT_STORE),
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -418,7 +430,7 @@ def resume(
     with errors_to_exit(run=(store, run_id)):
         st = _store(store)
         with _progress(quiet) as progress:
-            rec = api.resume(st, run_id, progress=progress)
+            rec = api.resume(st, run_id, progress=progress, threads=threads)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -448,6 +460,7 @@ def compare(
     store: StoreOpt = Path(DEFAULT_STORE),
     eval_every: EvalEveryOpt = None,
     eval_budget: EvalBudgetOpt = None,
+    threads: ThreadsOpt = None,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Also write an HTML report of the grid (plots, tables) into this directory."),
@@ -485,6 +498,7 @@ def compare(
                     eval_budget=eval_budget,
                     model=model,
                     text_dir=text_dir,
+                    threads=threads,
                 )
             except ConfigError as e:
                 problems += [(f"[{label}] {f}", m) for f, m in e.problems]

@@ -102,6 +102,13 @@ class CheckpointConfig(BaseModel):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="torch intra-op CPU threads (None: torch's default, one per core); a machine setting, "
+        "not part of the results' fingerprint",
+    )
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -119,6 +126,7 @@ class RunConfig(BaseModel):
 
         d = self.to_dict()
         d.pop("checkpoint", None)
+        d.pop("threads", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -237,6 +245,8 @@ def build_config(
         layer_flags.setdefault("strategy", {})["name"] = flags["strategy"]
     if flags.get("seed") is not None:
         layer_flags["seed"] = flags["seed"]
+    if flags.get("threads") is not None:
+        layer_flags["threads"] = flags["threads"]
     if flags.get("checkpoint_every") is not None:
         layer_flags.setdefault("checkpoint", {})["every"] = flags["checkpoint_every"]
     if flags.get("eval_every") is not None:
@@ -289,13 +299,14 @@ def build_config(
             problems += numeric
             if not numeric:
                 sections[key] = validated
-    seed_raw = {"seed": merged.get("seed", 0)}
-    numeric = numeric_problems(RunConfig, seed_raw)
+    top_raw = {k: merged[k] for k in TOP_KEYS if k not in SECTIONS and k in merged}  # seed, threads
+    numeric = numeric_problems(RunConfig, top_raw)
     try:
-        seed = RunConfig.model_validate(seed_raw).seed
+        top = RunConfig.model_validate(top_raw)
+        seed, threads = top.seed, top.threads
     except ValidationError as e:
         problems += merge_problems(numeric, pydantic_problems(e, ""))
-        seed = 0
+        seed, threads = 0, None
     else:
         problems += numeric
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
@@ -303,7 +314,7 @@ def build_config(
     problems += training_problems(sections.get("train"), sections.get("timescales"), user_train)
     if problems:
         raise ConfigError(problems)
-    cfg = resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+    cfg = resolved(RunConfig(seed=seed, threads=threads, **sections))  # type: ignore[arg-type]
     check_memory(cfg)
     return cfg
 
@@ -501,7 +512,14 @@ def reference_markdown() -> str:
     from perennial.strategies import STRATEGIES
 
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
+    out = [
+        "### Top level",
+        "",
+        *head,
+        "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |",
+        *[r.replace("`.threads`", "`threads`") for r in _field_rows(RunConfig, "") if "`.threads`" in r],
+        "",
+    ]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
     out += [

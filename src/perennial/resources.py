@@ -181,3 +181,19 @@ def memory_items(
     if dataset_bytes:
         items.append(("benchmark", "the benchmark's data", dataset_bytes))
     return items
+
+
+def apply_threads(n: int | None) -> None:
+    """Set torch's intra-op CPU threads (None: leave torch's default, one per core).
+
+    On a machine shared with other jobs, torch's default oversubscribes the cores and every
+    job slows down; ``--threads 1`` (or 2) is then usually fastest in total. Results can
+    differ in the last digits between thread counts; resume on one machine with the same
+    count for bit-identical results.
+    """
+    if n is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
