@@ -12,7 +12,7 @@ ROOT = Path(perennial.__file__).parent
 #: config checks, "files": safe file reading, "resources": memory estimates) are shared
 #: foundations usable from anywhere
 LAYERS = ["streams", "models", "evaluation", "memory", "strategies", "train", "store", "config", "api", "report", "cli"]
-BASE = {"errors", "registry", "seeding", "validation", "files", "resources", "__init__", "__main__"}
+BASE = {"errors", "registry", "seeding", "validation", "files", "resources", "catalog", "__init__", "__main__"}
 
 
 def layer_of(module: str) -> str | None:

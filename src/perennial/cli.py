@@ -780,6 +780,11 @@ def _ids_from_json(path: Path) -> list[str]:
     raise ConfigError([("--from", f"{path} has no run_ids (compare --json) or run_id (run --json)")])
 
 
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True, highlight=False)
+
+
 @list_app.command("strategies")
 def list_strategies(
     verbose: Annotated[
@@ -787,15 +792,22 @@ def list_strategies(
     ] = False,
 ) -> None:
     """Registered strategies."""
-    from perennial.strategies import STRATEGIES
+    from perennial.catalog import cached_lines
 
-    for name, cls in STRATEGIES.items():
-        if verbose:
-            lm = "+lm" if "lm" in cls.kinds else ""
-            scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
-            out.print(f"{name:<14} {scen:<23} {cls.summary}", markup=False, soft_wrap=True)
-        else:
-            out.print(name)
+    def produce() -> list[str]:
+        from perennial.strategies import STRATEGIES
+
+        lines = []
+        for name, cls in STRATEGIES.items():
+            if verbose:
+                lm = "+lm" if "lm" in cls.kinds else ""
+                scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
+                lines.append(f"{name:<14} {scen:<23} {cls.summary}")
+            else:
+                lines.append(name)
+        return lines
+
+    _print_lines(cached_lines(f"strategies{'-v' if verbose else ''}", produce))
 
 
 @list_app.command("benchmarks")
@@ -803,21 +815,30 @@ def list_benchmarks(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add scenarios and a description.")] = False,
 ) -> None:
     """Built-in benchmarks."""
-    from perennial.streams import BENCHMARKS
+    from perennial.catalog import cached_lines
 
-    for name, b in BENCHMARKS.items():
-        out.print(
-            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name, markup=False, soft_wrap=True
-        )
+    def produce() -> list[str]:
+        from perennial.streams import BENCHMARKS
+
+        return [
+            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name
+            for name, b in BENCHMARKS.items()
+        ]
+
+    _print_lines(cached_lines(f"benchmarks{'-v' if verbose else ''}", produce))
 
 
 @list_app.command("models")
 def list_models(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add a description.")] = False) -> None:
     """Model builders."""
-    from perennial.models import MODELS
+    from perennial.catalog import cached_lines
 
-    for name, m in MODELS.items():
-        out.print(f"{name:<8} {m.description}" if verbose else name)
+    def produce() -> list[str]:
+        from perennial.models import MODELS
+
+        return [f"{name:<8} {m.description}" if verbose else name for name, m in MODELS.items()]
+
+    _print_lines(cached_lines(f"models{'-v' if verbose else ''}", produce))
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
