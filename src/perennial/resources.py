@@ -130,6 +130,31 @@ def tensor_bytes(shape: Sequence[int], itemsize: int = 4) -> int:
     return math.prod(int(s) for s in shape) * itemsize
 
 
+def _ints(value: object, default: list[int]) -> list[int]:
+    if isinstance(value, list):
+        return [int(v) for v in value if isinstance(v, int) and not isinstance(v, bool)]
+    return default
+
+
+def _activation_bytes(name: str, params: dict[str, object], numel: int, n_out: int) -> int:
+    """Bytes one training sample's activations take (forward values, their gradients, workspace)."""
+    p = params
+    if name == "mlp":
+        return (numel + sum(_ints(p.get("hidden"), [400, 400])) + n_out) * 4 * 3
+    if name == "cnn":
+        hidden = p.get("hidden", 128)
+        hidden = hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else 128
+        return (numel * sum(_ints(p.get("channels"), [32, 64])) + hidden + n_out) * 4 * 3
+    if name in ("gpt", "tiny-gpt"):
+        d = p.get("d_model", 128)
+        layers = p.get("n_layer", 2)
+        d = d if isinstance(d, int) and not isinstance(d, bool) else 128
+        layers = layers if isinstance(layers, int) and not isinstance(layers, bool) else 2
+        context = max(numel, 1)
+        return (context * d * layers * 16 + context * max(n_out, 256)) * 4 * 3
+    return 0
+
+
 def _buffer_size(params: dict[str, object]) -> int:
     total = 0
     for key, value in params.items():
@@ -164,15 +189,14 @@ def memory_items(
                 params * 4 * copies,
             )
         )
-        widths = [int(h) for h in model.params().get("hidden", []) if isinstance(h, int)] if model.name == "mlp" else []
-        per_sample = (numel + sum(widths) + n_out) * 4 * 3  # activations, their gradients, workspace
-        if widths or model.name == "mlp":
+        per_sample = _activation_bytes(model.name, model.params(), numel, n_out)
+        if per_sample:
             items.append(("train.batch_size", f"a batch of {train.batch_size:,}", train.batch_size * per_sample))
             items.append(
                 (
                     "train.eval_batch_size",
                     f"an evaluation batch of {train.eval_batch_size:,}",
-                    train.eval_batch_size * per_sample // 3,
+                    train.eval_batch_size * per_sample // 3,  # no gradients kept
                 )
             )
     buf = _buffer_size(strategy.params())
