@@ -544,3 +544,39 @@ def test_list_does_not_import_torch_when_cached(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False"), out.stdout
+
+
+def test_non_numeric_features(tmp_path):
+    from perennial.streams.scenarios import as_features
+
+    for bad in (np.array([["a", "b"]] * 3), np.zeros((3, 2), np.complex64), np.array([[None, 1]] * 3, dtype=object)):
+        with pytest.raises(DataError, match="features must be real numbers"):
+            as_features(bad, "x_train")
+    assert as_features(np.ones((3, 2), np.uint16)).dtype.is_floating_point
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=3000), suffix=st.sampled_from([".toml", ".json"]))
+def test_random_bytes_as_config_file(tmp_path_factory, blob, suffix):
+    p = tmp_path_factory.mktemp("cfg") / f"c{suffix}"
+    p.write_bytes(blob)
+    r = runner.invoke(app, ["run", "-c", str(p), "--dry-run", "-q"])
+    assert r.exit_code in (0, 2), r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_damage_to_npz_is_a_data_error(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("npz")
+    _npz(d / "0.npz")
+    blob = bytearray((d / "0.npz").read_bytes())
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    (d / "0.npz").write_bytes(bytes(blob[:cut]))
+    try:
+        from_npz_dir(d)  # a flip may land in padding: then the data are intact
+    except DataError:
+        pass

@@ -32,7 +32,12 @@ ArrayLike = Any  # numpy array, torch tensor or nested lists
 
 
 def as_features(x: ArrayLike, what: str = "x") -> Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if not isinstance(x, Tensor):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":  # strings, objects, complex, dates: not features
+            raise DataError(f"{what} holds {arr.dtype} values; features must be real numbers (int or float)")
+        x = arr.astype(np.float32) if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 else arr
+    t = torch.as_tensor(x)
     if t.ndim < 2:
         raise DataError(f"{what} must have shape (n_samples, features...), got shape {tuple(t.shape)}")
     return t.to(torch.float32).contiguous()
