@@ -580,3 +580,14 @@ def test_random_damage_to_npz_is_a_data_error(tmp_path_factory, data):
         from_npz_dir(d)  # a flip may land in padding: then the data are intact
     except DataError:
         pass
+
+
+def test_other_paths_are_never_opened_blindly(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    r = runner.invoke(app, ["run", "--set", f"model.init={tmp_path / 'pipe'}", "--dry-run"])
+    assert r.exit_code == 2 and "model.init" in r.output and "FIFO" in r.output
+    r = runner.invoke(app, ["report", "--from", str(tmp_path / "pipe"), "--store", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "FIFO" in r.output
+    os.symlink("runs.sqlite", tmp_path / "runs.sqlite")  # a store whose database is a symlink loop
+    r = runner.invoke(app, ["runs", "--store", str(tmp_path)])
+    assert r.exit_code == 2 and "symlink loop" in r.output

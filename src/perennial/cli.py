@@ -769,9 +769,12 @@ def report_cmd(
 
 
 def _ids_from_json(path: Path) -> list[str]:
+    from perennial.errors import DataError
+    from perennial.files import read_bytes
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(read_bytes(path, 64 << 20, "--from").decode("utf-8"))
+    except (OSError, DataError, ValueError, RecursionError) as e:
         raise ConfigError([("--from", f"cannot read run ids from {path}: {e}")]) from None
     if isinstance(data, dict) and isinstance(data.get("run_ids"), list):
         return [str(x) for x in data["run_ids"]]

@@ -419,10 +419,12 @@ def semantic_problems(
                         f"{_KIND_WORDS[kind]} benchmark; use {fits}",
                     )
                 )
-        if m.init is not None and not Path(m.init).is_file():
-            problems.append(
-                ("model.init", f"weights file {m.init!r} does not exist (runs save STORE/models/RUN_ID.pt)")
-            )
+        if m.init is not None:
+            from perennial.files import file_kind_problem
+
+            init_problem = file_kind_problem(m.init)  # stat only: a FIFO or device is never opened
+            if init_problem:
+                problems.append(("model.init", f"weights file: {init_problem} (runs save STORE/models/RUN_ID.pt)"))
     st = sections.get("strategy")
     if isinstance(st, StrategyConfig):
         try:
