@@ -591,3 +591,18 @@ def test_other_paths_are_never_opened_blindly(tmp_path):
     os.symlink("runs.sqlite", tmp_path / "runs.sqlite")  # a store whose database is a symlink loop
     r = runner.invoke(app, ["runs", "--store", str(tmp_path)])
     assert r.exit_code == 2 and "symlink loop" in r.output
+
+
+def test_internal_error_says_what_was_saved(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(api, "_metrics", broken)  # fails after every experience was measured
+    args = ["run", "-b", "split-digits", "--set", "train.epochs=1", "--store", str(tmp_path), "--run-id", "x", "-q"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1
+    assert "internal error: ValueError: boom" in r.output
+    assert "saved: run x (failed)" in r.output and "5 of 5 experiences measured" in r.output
+    assert f"continue with: perennial resume x --store {tmp_path}" in r.output
+    r = runner.invoke(app, ["run", "-b", "split-digits", "--dry-run", "--store", str(tmp_path / "new")])
+    assert "continue with" not in r.output and not (tmp_path / "new").exists()
