@@ -8,7 +8,9 @@ from pathlib import Path
 import perennial
 
 ROOT = Path(perennial.__file__).parent
-#: lowest first; "errors", "registry" and "seeding" are shared foundations usable from anywhere
+#: lowest first; "errors", "registry", "seeding" and the input guards ("validation": numeric
+#: config checks, "files": safe file reading, "resources": memory estimates) are shared
+#: foundations usable from anywhere
 LAYERS = [
     "streams",
     "models",
@@ -24,7 +26,7 @@ LAYERS = [
     "report",
     "cli",
 ]
-BASE = {"errors", "registry", "seeding", "__init__", "__main__"}
+BASE = {"errors", "registry", "seeding", "validation", "files", "resources", "catalog", "__init__", "__main__"}
 
 
 def layer_of(module: str) -> str | None:

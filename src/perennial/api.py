@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from perennial.config import RunConfig, resolved
+from perennial.config import RunConfig, check_memory, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
 from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
 from perennial.models import MODELS, Classifier, build_model
 from perennial.models import generate as sample_tokens
+from perennial.resources import apply_threads
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
@@ -144,10 +145,16 @@ def stop_on_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, h)
 
 
+def _stop_if_asked(should_stop: Callable[[], bool], where: str) -> None:
+    if should_stop():
+        raise RunInterrupted(f"stopped {where}; every experience is trained and measured")
+
+
 def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     stream = build_stream(cfg)
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
     strategy.check_scenario(stream.scenario)
+    check_memory(cfg, math.prod(stream.input_shape), stream.n_classes)  # before the model is allocated
     torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
     try:
         model = build_model(
@@ -253,6 +260,7 @@ def run(
     ``resume(store, run_id)`` continues such a run exactly.
     """
     cfg = resolved(cfg)
+    apply_threads(cfg.threads)
     stream, strategy, model = build(cfg)
     run_id = run_id or new_run_id(cfg)
     config = cfg.to_dict()
@@ -286,8 +294,11 @@ def resume(
     *,
     progress: Progress | None = None,
     callbacks: Sequence[Callback] = (),
+    threads: int | None = None,
 ) -> RunRecord:
-    """Continue ``run_id`` from its newest valid checkpoint; the result equals an uninterrupted run."""
+    """Continue ``run_id`` from its newest valid checkpoint; the result equals an uninterrupted run.
+
+    ``threads`` overrides the run's torch CPU threads (a machine setting, see ``--threads``)."""
     rec = store.get(run_id)
     if rec.status == "finished":
         raise CheckpointError(f"run {run_id!r} already finished; see: perennial show {run_id}")
@@ -295,6 +306,9 @@ def resume(
         cfg = RunConfig.model_validate(rec.config)
     except ValidationError as e:
         raise CheckpointError(f"run {run_id!r} has a stored config this perennial cannot read: {e}") from None
+    if threads is not None:
+        cfg = cfg.model_copy(update={"threads": threads})
+    apply_threads(cfg.threads)
     ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
     notes: list[str] = []
     payload: dict[str, Any] | None = None
@@ -326,13 +340,27 @@ def _fit_in_store(
     progress: Progress | None,
     callbacks: Sequence[Callback],
 ) -> RunRecord:
-    checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, _identity(cfg, run_id))
+    # the run's description travels in every checkpoint: `perennial doctor --rebuild` re-creates
+    # the run from it when runs.sqlite is lost (identity checks read only the identity keys)
+    description = {
+        "config": cfg.to_dict(),
+        "scenario": stream.scenario,
+        "n_experiences": len(stream),
+        "names": [e.name for e in stream],
+        "classes": [list(e.classes) for e in stream],
+        "versions": {k: str(v) for k, v in versions().items()},  # plain str: weights-only loadable
+    }
+    checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, {**_identity(cfg, run_id), "run": description})
     eval_writer = store.eval_writer(run_id) if cfg.eval.every is not None else None
     evaluator = _evaluator(cfg, strategy, eval_writer)
     cbs = [StoreRecorder(store, run_id), *callbacks, *([evaluator] if evaluator is not None else [])]
     if payload is not None:  # measurements made after the checkpoint are made again
         store.delete_eval_after(run_id, int(payload["loop"]["step"]))
     try:
+        # The signal window covers the final evaluation, the last checkpoint and the store
+        # writes after fit: a SIGINT/SIGTERM there is not ignored but stops the run as
+        # interrupted before it is marked finished; the last checkpoint (saved after the
+        # final evaluation) lets `resume` finish it without training again.
         with stop_on_signals() as should_stop:
             result = _fit(
                 cfg,
@@ -345,6 +373,18 @@ def _fit_in_store(
                 resume=payload,
                 should_stop=should_stop,
             )
+            _stop_if_asked(should_stop, "after the final evaluation")
+            if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
+                store.save_model(run_id, model_payload(cfg, stream, model))
+            metrics = _metrics(result, stream.kind)
+            if evaluator is not None:
+                # from the store: it holds the whole log, also of a run resumed midway
+                metrics.update(
+                    summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta)
+                )
+                metrics["continual_eval_seconds"] = evaluator.seconds
+            _stop_if_asked(should_stop, "before the results were marked final")
+            store.finish_run(run_id, metrics, result.seconds)
     except (RunInterrupted, KeyboardInterrupt):
         store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")
         raise
@@ -354,14 +394,6 @@ def _fit_in_store(
     finally:
         if eval_writer is not None:
             eval_writer.close()
-    if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
-        store.save_model(run_id, model_payload(cfg, stream, model))
-    metrics = _metrics(result, stream.kind)
-    if evaluator is not None:
-        # from the store: it holds the whole log, also of a run resumed midway
-        metrics.update(summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
-        metrics["continual_eval_seconds"] = evaluator.seconds
-    store.finish_run(run_id, metrics, result.seconds)
     if not cfg.checkpoint.keep_after_finish:
         ckdir.clear()
     return store.get(run_id)

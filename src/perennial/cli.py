@@ -87,6 +87,15 @@ ModelOpt = Annotated[
         "(docs/your-own-model.md). Default: the benchmark's.",
     ),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        max=1024,
+        help="torch CPU threads (config key: threads). Default: one per core; on a busy, shared machine use 1 or 2.",
+    ),
+]
 TextDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -96,13 +105,21 @@ TextDirOpt = Annotated[
 
 
 @contextlib.contextmanager
-def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) -> Iterator[None]:
+def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None, run: Any = None) -> Iterator[None]:
+    """Turn exceptions into a message and an exit code (2 bad input, 130 interrupted, 1 bug).
+
+    ``run`` is ``(store_dir, run_id)`` of the run the command works on: the messages then
+    say what the store holds for it, and the ``continue with: perennial resume`` hint is
+    given only when that run exists and can be resumed (never for dry runs, data errors
+    or a run that was never created).
+    """
     try:
         yield
     except RunInterrupted as e:
         msg = f"interrupted: {e}; a checkpoint was saved"
-        if resume_hint:
-            msg += f"; continue with: {resume_hint}"
+        saved, hint = _saved(run) if run is not None else (None, resume_hint)
+        if hint:
+            msg += f"; continue with: {hint}"
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except PerennialError as e:
@@ -110,10 +127,11 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         msg = "interrupted"
-        if run_hint:
-            msg += f"; results measured so far are in the store ({run_hint})"
-        if resume_hint:
-            msg += f"; continue with: {resume_hint}"
+        saved, hint = _saved(run) if run is not None else (run_hint and f"in the store ({run_hint})", resume_hint)
+        if saved:
+            msg += f"; saved: {saved}"
+        if hint:
+            msg += f"; continue with: {hint}"
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except OSError as e:
@@ -123,15 +141,43 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
         if os.environ.get("PERENNIAL_DEBUG"):
             raise
         msg = f"internal error: {type(e).__name__}: {e}"
-        if run_hint:
-            msg += f"; results measured so far are in the store ({run_hint})"
-        if resume_hint:
-            msg += f"; after a fix, continue with: {resume_hint}"
+        saved, hint = _saved(run) if run is not None else (run_hint and f"in the store ({run_hint})", resume_hint)
+        msg += f"; saved: {saved}" if saved else ("; nothing was saved" if run is not None else "")
+        if hint:
+            msg += f"; after a fix, continue with: {hint}"
         err.print(msg, style="bold red", markup=False, soft_wrap=True)
         err.print(
             "this is a bug in perennial; rerun with PERENNIAL_DEBUG=1 for the traceback and report it", style="dim"
         )
         raise typer.Exit(1) from None
+
+
+def _saved(run: tuple[Path, str]) -> tuple[str | None, str | None]:
+    """What the store holds of ``run`` (None: nothing) and the resume command (None: not resumable).
+
+    Reads an existing store only (never creates one) and never raises: it runs while an
+    error is being reported.
+    """
+    from perennial.store.db import DB_NAME
+
+    store, run_id = run
+    if not (Path(store) / DB_NAME).is_file():
+        return None, None
+    try:
+        from perennial.store import RunStore
+
+        st = RunStore(store)
+        if not st.exists(run_id):
+            return None, None
+        rec = st.get(run_id)
+        n_ck = len(st.checkpoints(run_id).list())
+    except Exception:  # a damaged store: say where to look, promise nothing
+        return f"see: perennial doctor --store {store}", None
+    rows = len(rec.accuracy_matrix)
+    what = f"run {run_id} ({rec.status}) in {store}: {rows} of {rec.n_experiences} experiences measured"
+    what += f", {n_ck} checkpoint{'s' if n_ck != 1 else ''}" if n_ck else ", no checkpoint yet"
+    hint = f"perennial resume {run_id} --store {store}" if rec.status != "finished" else None
+    return what, hint
 
 
 def _store(path: Path) -> Any:
@@ -315,6 +361,7 @@ def run(
     ] = False,
     eval_every: EvalEveryOpt = None,
     eval_budget: EvalBudgetOpt = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -327,7 +374,7 @@ def run(
     from perennial import api
     from perennial.config import build_config
 
-    with errors_to_exit(f"--store {store}"):
+    with errors_to_exit():
         cfg = build_config(
             config,
             set_ or (),
@@ -341,6 +388,7 @@ def run(
             model=model,
             text_dir=text_dir,
             protocol=protocol,
+            threads=threads,
         )
         if dry_run:
             stream, strat, net = api.build(cfg)
@@ -355,7 +403,7 @@ def run(
             out.print(_training_line(cfg.to_dict()), markup=False, soft_wrap=True)
             return
         run_id = run_id or api.new_run_id(cfg)
-    with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+    with errors_to_exit(run=(store, run_id)):
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.run(cfg, store=st, run_id=run_id, progress=progress, overwrite=overwrite)
@@ -408,6 +456,7 @@ def resume(
         str, typer.Argument(help="Run id of an interrupted, failed or killed run (see: perennial runs).")
     ],
     store: StoreOpt = Path(DEFAULT_STORE),
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -417,10 +466,10 @@ def resume(
     """
     from perennial import api
 
-    with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+    with errors_to_exit(run=(store, run_id)):
         st = _store(store)
         with _progress(quiet) as progress:
-            rec = api.resume(st, run_id, progress=progress)
+            rec = api.resume(st, run_id, progress=progress, threads=threads)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -451,6 +500,7 @@ def compare(
     store: StoreOpt = Path(DEFAULT_STORE),
     eval_every: EvalEveryOpt = None,
     eval_budget: EvalBudgetOpt = None,
+    threads: ThreadsOpt = None,
     report: Annotated[
         Path | None,
         typer.Option("--report", help="Also write an HTML report of the grid (plots, tables) into this directory."),
@@ -498,6 +548,7 @@ def compare(
                     model=model,
                     text_dir=text_dir,
                     protocol=protocol,
+                    threads=threads,
                 )
             except ConfigError as e:
                 problems += [(f"[{label}] {f}", m) for f, m in e.problems]
@@ -830,6 +881,53 @@ def _matrix_rows(rec: Any) -> list[dict[str, Any]]:
     return rows
 
 
+@app.command()
+def doctor(
+    store: StoreOpt = Path(DEFAULT_STORE),
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Move a damaged runs.sqlite aside and re-create the runs its checkpoints hold (resumable).",
+        ),
+    ] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Check a run store: SQLite integrity_check, every run row, every checkpoint's and model's SHA-256.
+
+    Exit code 0: healthy; 2: problems found (each listed with what to do).
+    Example: perennial doctor --store perennial-runs   (then, if it says so: --rebuild)
+    """
+    from perennial.store.doctor import describe, diagnose, dumps_report
+    from perennial.store.doctor import rebuild as rebuild_store
+
+    with errors_to_exit():
+        if rebuild:
+            restored, problems = rebuild_store(store)
+            for run_id in restored:
+                out.print(
+                    f"rebuilt run {run_id} (interrupted); continue with: perennial resume {run_id} --store {store}"
+                )
+            for p in problems:
+                err.print(f"not rebuilt: {p}", style="yellow", markup=False, soft_wrap=True)
+            if not restored and not problems:
+                out.print("nothing to rebuild: every checkpointed run is in the store")
+        d = diagnose(store)
+        if json_out is not None:
+            _write_json_text(json_out, dumps_report(d))
+        else:
+            (out if d.healthy else err).print(describe(d), markup=False, soft_wrap=True)
+    if not d.healthy:
+        raise typer.Exit(2)
+
+
+def _write_json_text(path: Path, text: str) -> None:
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        path.write_text(text + "\n")
+
+
 @app.command("report")
 def report_cmd(
     run_ids: Annotated[
@@ -862,15 +960,23 @@ def report_cmd(
 
 
 def _ids_from_json(path: Path) -> list[str]:
+    from perennial.errors import DataError
+    from perennial.files import read_bytes
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(read_bytes(path, 64 << 20, "--from").decode("utf-8"))
+    except (OSError, DataError, ValueError, RecursionError) as e:
         raise ConfigError([("--from", f"cannot read run ids from {path}: {e}")]) from None
     if isinstance(data, dict) and isinstance(data.get("run_ids"), list):
         return [str(x) for x in data["run_ids"]]
     if isinstance(data, dict) and isinstance(data.get("run_id"), str):
         return [data["run_id"]]
     raise ConfigError([("--from", f"{path} has no run_ids (compare --json) or run_id (run --json)")])
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        out.print(line, markup=False, soft_wrap=True, highlight=False)
 
 
 @list_app.command("strategies")
@@ -880,15 +986,22 @@ def list_strategies(
     ] = False,
 ) -> None:
     """Registered strategies."""
-    from perennial.strategies import STRATEGIES
+    from perennial.catalog import cached_lines
 
-    for name, cls in STRATEGIES.items():
-        if verbose:
-            lm = "+lm" if "lm" in cls.kinds else ""
-            scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
-            out.print(f"{name:<14} {scen:<23} {cls.summary}", markup=False, soft_wrap=True)
-        else:
-            out.print(name)
+    def produce() -> list[str]:
+        from perennial.strategies import STRATEGIES
+
+        lines = []
+        for name, cls in STRATEGIES.items():
+            if verbose:
+                lm = "+lm" if "lm" in cls.kinds else ""
+                scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
+                lines.append(f"{name:<14} {scen:<23} {cls.summary}")
+            else:
+                lines.append(name)
+        return lines
+
+    _print_lines(cached_lines(f"strategies{'-v' if verbose else ''}", produce))
 
 
 @list_app.command("benchmarks")
@@ -896,12 +1009,17 @@ def list_benchmarks(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add scenarios and a description.")] = False,
 ) -> None:
     """Built-in benchmarks."""
-    from perennial.streams import BENCHMARKS
+    from perennial.catalog import cached_lines
 
-    for name, b in BENCHMARKS.items():
-        out.print(
-            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name, markup=False, soft_wrap=True
-        )
+    def produce() -> list[str]:
+        from perennial.streams import BENCHMARKS
+
+        return [
+            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name
+            for name, b in BENCHMARKS.items()
+        ]
+
+    _print_lines(cached_lines(f"benchmarks{'-v' if verbose else ''}", produce))
 
 
 @list_app.command("protocols")
@@ -926,13 +1044,26 @@ def list_protocols(
 @list_app.command("models")
 def list_models(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add a description.")] = False) -> None:
     """Model builders."""
-    from perennial.models import MODELS
+    from perennial.catalog import cached_lines
 
-    for name, m in MODELS.items():
-        out.print(f"{name:<8} {m.description}" if verbose else name)
+    def produce() -> list[str]:
+        from perennial.models import MODELS
+
+        return [f"{name:<8} {m.description}" if verbose else name for name, m in MODELS.items()]
+
+    _print_lines(cached_lines(f"models{'-v' if verbose else ''}", produce))
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> None:  # pragma: no cover - entry point
+    import signal
+
+    # SIGTERM outside a run's own signal window (start-up, stream building, reports) ends the
+    # command like Ctrl-C: a message and exit code 130 instead of a silent default kill.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     app()
 
 

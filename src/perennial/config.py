@@ -28,6 +28,7 @@ from perennial.strategies.registry import pydantic_problems
 from perennial.streams import BENCHMARKS
 from perennial.train import ContinualEvalSettings, Timescales, TrainSettings
 from perennial.train.settings import Phase
+from perennial.validation import class_count_problems, merge_problems, numeric_problems, training_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,7 +48,7 @@ class BenchmarkConfig(BaseModel):
         ge=1,
         description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
-    class_order_seed: int | None = Field(default=None, description="shuffle the class order with this seed")
+    class_order_seed: int | None = Field(default=None, ge=0, description="shuffle the class order with this seed")
     class_order: list[int] | None = Field(
         default=None,
         description="the class order, a permutation of the classes, e.g. [3,8,1,7,0,6,2,5,4,9] (instead of class_order_seed)",
@@ -106,7 +107,14 @@ class CheckpointConfig(BaseModel):
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="torch intra-op CPU threads (None: torch's default, one per core); a machine setting, "
+        "not part of the results' fingerprint",
+    )
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -124,6 +132,7 @@ class RunConfig(BaseModel):
 
         d = self.to_dict()
         d.pop("checkpoint", None)
+        d.pop("threads", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,7 +167,7 @@ def parse_value(text: str) -> Any:
         return {"True": True, "False": False, "None": None}[low]
     try:
         return json.loads(low)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
 
 
@@ -181,22 +190,33 @@ def parse_overrides(items: Sequence[str]) -> tuple[dict[str, Any], list[tuple[st
                 break
             node = nxt
         else:
-            node[parts[-1]] = parse_value(value)
+            from perennial.files import MAX_CONFIG_DEPTH, nesting_depth
+
+            node[parts[-1]] = parsed = parse_value(value)
+            if nesting_depth(parsed) > MAX_CONFIG_DEPTH:
+                problems.append(("--set", f"the value of {key!r} is nested deeper than {MAX_CONFIG_DEPTH} levels"))
+                node[parts[-1]] = None
     return out, problems
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    from perennial.files import config_text
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError([("--config", f"file {str(p)!r} does not exist")])
-    text = p.read_text(encoding="utf-8", errors="replace")
+    text = config_text(p)  # a regular UTF-8 text file of sane size, never a FIFO or device
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError([("--config", f"{p} is nested too deeply to be a config")]) from None
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         raise ConfigError([("--config", f"{p} is not valid {kind}: {e}")]) from None
     if not isinstance(data, dict):
         raise ConfigError([("--config", f"{p} must hold a table/object at the top level")])
+    from perennial.files import MAX_CONFIG_DEPTH, nesting_depth
+
+    if nesting_depth(data) > MAX_CONFIG_DEPTH:
+        raise ConfigError([("--config", f"{p} is nested deeper than {MAX_CONFIG_DEPTH} levels; a run config has 4")])
     return data
 
 
@@ -232,6 +252,8 @@ def build_config(
         layer_flags.setdefault("strategy", {})["name"] = flags["strategy"]
     if flags.get("seed") is not None:
         layer_flags["seed"] = flags["seed"]
+    if flags.get("threads") is not None:
+        layer_flags["threads"] = flags["threads"]
     if flags.get("checkpoint_every") is not None:
         layer_flags.setdefault("checkpoint", {})["every"] = flags["checkpoint_every"]
     if flags.get("eval_every") is not None:
@@ -278,19 +300,49 @@ def build_config(
     sections: dict[str, BaseModel] = {}
     for key, cls in SECTIONS.items():
         raw = merged.get(key, {})
+        numeric = numeric_problems(cls, raw, key)  # booleans as numbers, inf, integers too big (every field)
         try:
-            sections[key] = cls.model_validate(raw)
+            validated = cls.model_validate(raw)
         except ValidationError as e:
-            problems += pydantic_problems(e, key, cls)
+            problems += merge_problems(numeric, pydantic_problems(e, key, cls))
+        else:
+            problems += numeric
+            if not numeric:
+                sections[key] = validated
+    top_raw = {k: merged[k] for k in TOP_KEYS if k not in SECTIONS and k in merged}  # seed, threads
+    numeric = numeric_problems(RunConfig, top_raw)
     try:
-        seed = RunConfig.model_validate({"seed": merged.get("seed", 0)}).seed
+        top = RunConfig.model_validate(top_raw)
+        seed, threads = top.seed, top.threads
     except ValidationError as e:
-        problems += pydantic_problems(e, "")
-        seed = 0
+        problems += merge_problems(numeric, pydantic_problems(e, ""))
+        seed, threads = 0, None
+    else:
+        problems += numeric
     problems += semantic_problems(sections, merged, {f for f, _ in problems})
+    user_train = deep_merge(layer_file, layer_set).get("train")
+    problems += training_problems(sections.get("train"), sections.get("timescales"), user_train)
     if problems:
         raise ConfigError(problems)
-    return resolved(RunConfig(seed=seed, **sections))  # type: ignore[arg-type]
+    cfg = resolved(RunConfig(seed=seed, threads=threads, **sections))  # type: ignore[arg-type]
+    check_memory(cfg)
+    return cfg
+
+
+def check_memory(cfg: RunConfig, input_numel: int | None = None, n_out: int | None = None) -> None:
+    """Refuse a run whose model, buffer, batches or data cannot fit in this machine's memory
+    (an estimate from the config, made before anything is allocated; see perennial.resources).
+
+    Without ``input_numel``/``n_out`` the benchmark's registry entry gives them (when known)."""
+    from perennial.resources import check_fits, memory_items
+
+    bench = BENCHMARKS.get(cfg.benchmark.name) if cfg.benchmark.name in BENCHMARKS else None
+    n_exp = cfg.benchmark.n_experiences or 5
+    data = bench.experience_bytes * n_exp if bench is not None and input_numel is None else 0
+    numel = input_numel or (bench.input_numel if bench is not None else None)
+    check_fits(
+        memory_items(cfg, input_numel=numel, n_out=n_out or (bench and bench.n_classes) or 10, dataset_bytes=data)
+    )
 
 
 def _sections_with_key(key: str) -> list[str]:
@@ -385,10 +437,13 @@ def semantic_problems(
             except ConfigError as e:
                 problems += e.problems
         else:
+            numeric = numeric_problems(MODELS.get(m.name).params, m.params(), "model")
             try:
                 MODELS.get(m.name).params(**m.params())
             except ValidationError as e:
-                problems += pydantic_problems(e, "model", MODELS.get(m.name).params)
+                problems += merge_problems(numeric, pydantic_problems(e, "model", MODELS.get(m.name).params))
+            else:
+                problems += numeric
             mkind = MODELS.get(m.name).kind
             if kind is not None and mkind != kind:
                 fits = ", ".join(n for n, spec in MODELS.items() if spec.kind == kind)
@@ -399,10 +454,12 @@ def semantic_problems(
                         f"{_KIND_WORDS[kind]} benchmark; use {fits}",
                     )
                 )
-        if m.init is not None and not Path(m.init).is_file():
-            problems.append(
-                ("model.init", f"weights file {m.init!r} does not exist (runs save STORE/models/RUN_ID.pt)")
-            )
+        if m.init is not None:
+            from perennial.files import file_kind_problem
+
+            init_problem = file_kind_problem(m.init)  # stat only: a FIFO or device is never opened
+            if init_problem:
+                problems.append(("model.init", f"weights file: {init_problem} (runs save STORE/models/RUN_ID.pt)"))
     st = sections.get("strategy")
     if isinstance(st, StrategyConfig):
         try:
@@ -436,6 +493,8 @@ def semantic_problems(
                         )
                     )
             problems += _phase_problems(sections.get("train"), strategy)
+    if isinstance(b, BenchmarkConfig) and b.name in BENCHMARKS and BENCHMARKS.get(b.name).kind == "classification":
+        problems += class_count_problems(b, BENCHMARKS.get(b.name).n_classes, b.name)
     lr = raw.get("train", {}).get("lr", 1.0) if isinstance(raw.get("train"), Mapping) else 1.0
     if "train.lr" not in already and isinstance(lr, (int, float)) and lr <= 0:
         problems.append(("train.lr", f"must be > 0 for a run, got {lr} (a zero learning rate trains nothing)"))
@@ -499,7 +558,14 @@ def reference_markdown() -> str:
     from perennial.strategies import STRATEGIES
 
     head = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    out = ["### Top level", "", *head, "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |", ""]
+    out = [
+        "### Top level",
+        "",
+        *head,
+        "| `seed` | `int` | `0` | seed of model init, data order, buffers (>= 0) |",
+        *[r.replace("`.threads`", "`threads`") for r in _field_rows(RunConfig, "") if "`.threads`" in r],
+        "",
+    ]
     out += ["### `benchmark`", "", *head, *_field_rows(BenchmarkConfig, "benchmark"), ""]
     out += ["### `train`", "", *head, *_field_rows(TrainSettings, "train"), ""]
     out += [

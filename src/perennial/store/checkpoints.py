@@ -119,7 +119,12 @@ class CheckpointDir:
     @staticmethod
     def read(path: Path) -> dict[str, Any]:
         """Verify and load one checkpoint file; raise :class:`CheckpointError` when it is not valid."""
+        from perennial.files import file_kind_problem
+
         side = path.with_name(path.name + ".sha256")
+        kind = file_kind_problem(path)  # a FIFO or device in place of a checkpoint must not hang the read
+        if kind:
+            raise CheckpointError(f"{path.name}: {kind}")
         try:
             data = path.read_bytes()
         except OSError as e:

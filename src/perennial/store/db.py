@@ -95,6 +95,14 @@ def _finite_or_none(x: Any) -> Any:
     return x
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def dumps(x: Any) -> str:
     """JSON with NaN/inf written as null (valid JSON for every reader)."""
     return json.dumps(_finite_or_none(x), sort_keys=True)
@@ -264,7 +272,26 @@ class RunStore:
             raise StoreError(f"cannot create the store directory {self.root}: {e}; pass --store DIR") from None
         self.path = self.root / DB_NAME
         self.timeout = timeout
+        self._check_file()
         self._retry(self._init_schema)
+
+    def _check_file(self) -> None:
+        """A damaged ``runs.sqlite`` (empty, truncated, not a database) is reported, never
+        silently replaced by an empty store; an empty file with nothing saved beside it
+        (a store created and killed before its first write) is initialised."""
+        from perennial.store.doctor import db_file_problem, rebuild_hint, saved_files
+
+        problem = db_file_problem(self.path)
+        if problem is None:
+            return
+        saved = saved_files(self.root)
+        if problem.endswith("is empty (0 bytes)") and not saved:
+            return
+        held = f"; {len(saved)} checkpoint/model files remain beside it" if saved else ""
+        raise StoreError(
+            f"the run store is damaged: {problem}{held}; rebuild what the checkpoints hold with: "
+            f"{rebuild_hint(self.root)} (see: perennial doctor --store {self.root})"
+        )
 
     # -------------------------------------------------------------- plumbing
     @contextmanager
@@ -296,7 +323,8 @@ class RunStore:
                 raise StoreError(f"run store {self.path}: {e}") from None
             except sqlite3.DatabaseError as e:
                 raise StoreError(
-                    f"run store {self.path} is unreadable ({e}); move it aside and start a new store"
+                    f"run store {self.path} is damaged ({e}); check it with: perennial doctor --store {self.root}; "
+                    f"rebuild what the checkpoints hold with: perennial doctor --store {self.root} --rebuild"
                 ) from None
 
     def _write(self, sql_batches: list[tuple[str, tuple[Any, ...] | list[tuple[Any, ...]]]]) -> None:
@@ -543,10 +571,17 @@ class RunStore:
             close = self._close_ids(run_id)
             hint = f"; did you mean {', '.join(close)}?" if close else "; list runs with: perennial runs"
             raise StoreError(f"no run {run_id!r} in {self.root}{hint}")
+        problem = self.row_problem(dict(r))
+        bad = [x for x in rows if not _is_int(x["row"]) or not _is_int(x["col"]) or not _is_num(x["acc"])]
+        if problem or bad:
+            raise StoreError(
+                f"run {run_id!r} is damaged in {self.path} ({problem or f'{len(bad)} malformed result rows'}); "
+                f"other runs are unaffected; see: perennial doctor --store {self.root}"
+            )
         rec = self._record(r)
         by_row: dict[int, dict[int, tuple[float, float | None]]] = {}
         for row in rows:
-            by_row.setdefault(row["row"], {})[row["col"]] = (row["acc"], row["loss"])
+            by_row.setdefault(row["row"], {})[row["col"]] = (row["acc"], row["loss"] if _is_num(row["loss"]) else None)
         if -1 in by_row:
             rec.random_init_acc = [by_row[-1][j][0] for j in sorted(by_row[-1])]
             rec.random_init_loss = [by_row[-1][j][1] for j in sorted(by_row[-1])]
@@ -610,7 +645,60 @@ class RunStore:
                 con.row_factory = sqlite3.Row
                 return con.execute(sql, args).fetchall()
 
-        return [self._record(r) for r in self._retry(go)]
+        out = []
+        for r in self._retry(go):
+            problem = self.row_problem(dict(r))
+            out.append(self._record(r) if problem is None else self._damaged(dict(r), problem))
+        return out
+
+    @staticmethod
+    def row_problem(row: dict[str, Any]) -> str | None:
+        """What is malformed in a ``runs`` row (None: sound); one bad row never breaks the others."""
+        texts = ("run_id", "status", "benchmark", "scenario", "strategy")
+        for k in texts:
+            if not isinstance(row.get(k), str):
+                return f"{k} is {row.get(k)!r}, not text"
+        for k in ("seed", "n_experiences"):
+            if not _is_int(row.get(k)):
+                return f"{k} is {row.get(k)!r}, not an integer"
+        for k in ("created", "updated"):
+            if not _is_num(row.get(k)):
+                return f"{k} is {row.get(k)!r}, not a time"
+        if row.get("seconds") is not None and not _is_num(row.get("seconds")):
+            return f"seconds is {row.get('seconds')!r}, not a number"
+        for k, allow_null in (("config", False), ("versions", False), ("metrics", True)):
+            v = row.get(k)
+            if v is None and allow_null:
+                continue
+            try:
+                parsed = json.loads(v) if isinstance(v, (str, bytes)) else None
+            except (ValueError, RecursionError):
+                return f"{k} is not valid JSON"
+            if not isinstance(parsed, dict):
+                return f"{k} is not a JSON object"
+        return None
+
+    @staticmethod
+    def _damaged(row: dict[str, Any], problem: str) -> RunRecord:
+        def text(k: str) -> str:
+            return row[k] if isinstance(row.get(k), str) else "?"
+
+        return RunRecord(
+            run_id=str(row.get("run_id")),
+            status="damaged",
+            benchmark=text("benchmark"),
+            scenario=text("scenario"),
+            strategy=text("strategy"),
+            seed=row["seed"] if _is_int(row.get("seed")) else -1,
+            n_experiences=row["n_experiences"] if _is_int(row.get("n_experiences")) else 0,
+            created=float(row["created"]) if _is_num(row.get("created")) else 0.0,
+            updated=float(row["updated"]) if _is_num(row.get("updated")) else 0.0,
+            config={},
+            versions={},
+            metrics=None,
+            seconds=None,
+            error=f"damaged row: {problem}",
+        )
 
     def _close_ids(self, run_id: str) -> list[str]:
         import difflib

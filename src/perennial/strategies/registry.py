@@ -11,6 +11,7 @@ from perennial.errors import ConfigError
 from perennial.registry import Registry
 from perennial.strategies.base import Strategy
 from perennial.strategies.compose import compose
+from perennial.validation import merge_problems, numeric_problems
 
 S = TypeVar("S", bound=type[Strategy])
 
@@ -128,10 +129,14 @@ def make_strategy(spec: str, params: Mapping[str, Any] | None = None, *, field: 
             )
     built = []
     for n, cls in zip(names, classes, strict=True):
+        prefix = f"{field}.{n}" if len(names) > 1 else field
+        numeric = numeric_problems(cls, per[n], prefix)  # booleans as numbers, inf, integers too big
         try:
             built.append(cls(**per[n]))
         except ValidationError as err:
-            problems += pydantic_problems(err, f"{field}.{n}" if len(names) > 1 else field, cls)
+            problems += merge_problems(numeric, pydantic_problems(err, prefix, cls))
+        else:
+            problems += numeric
     if problems:
         raise ConfigError(problems)
     return compose(*built)

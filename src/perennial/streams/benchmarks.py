@@ -30,6 +30,9 @@ class Benchmark:
     build: Callable[..., Stream]
     defaults: dict[str, Any] = field(default_factory=dict)
     kind: str = "classification"  # or "lm": language modelling (token windows, next-token prediction)
+    n_classes: int | None = None  # classes the data hold, when known without loading it (validation)
+    input_numel: int | None = None  # numbers per sample, when known without loading (memory estimates)
+    experience_bytes: int = 0  # data each experience adds (permuted copies), for memory estimates
 
 
 def _adapt_benchmark(name: str, obj: Any) -> Benchmark:
@@ -135,6 +138,8 @@ BENCHMARKS.add(
         "class",
         _split(datasets.mnist5k, "split-mnist"),
         _MNIST_DEFAULTS,
+        n_classes=10,
+        input_numel=784,
     ),
 )
 BENCHMARKS.add(
@@ -146,6 +151,8 @@ BENCHMARKS.add(
         "domain",
         _permuted,
         _MNIST_DEFAULTS,
+        input_numel=784,
+        experience_bytes=5000 * (784 * 4 + 8),
     ),
 )
 BENCHMARKS.add(
@@ -160,6 +167,8 @@ BENCHMARKS.add(
             "model": {"name": "mlp", "hidden": [256, 256]},
             "train": {"epochs": 30, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         },
+        n_classes=10,
+        input_numel=64,
     ),
 )
 BENCHMARKS.add(
@@ -174,6 +183,8 @@ BENCHMARKS.add(
             "model": {"name": "mlp", "hidden": [256, 256]},
             "train": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
         },
+        n_classes=10,
+        input_numel=40,
     ),
 )
 

@@ -32,14 +32,30 @@ ArrayLike = Any  # numpy array, torch tensor or nested lists
 
 
 def as_features(x: ArrayLike, what: str = "x") -> Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+    if not isinstance(x, Tensor):
+        arr = np.asarray(x)
+        if arr.dtype.kind not in "biuf":  # strings, objects, complex, dates: not features
+            raise DataError(f"{what} holds {arr.dtype} values; features must be real numbers (int or float)")
+        x = arr.astype(np.float32) if arr.dtype.kind == "u" and arr.dtype.itemsize > 1 else arr
+    t = torch.as_tensor(x)
     if t.ndim < 2:
         raise DataError(f"{what} must have shape (n_samples, features...), got shape {tuple(t.shape)}")
     return t.to(torch.float32).contiguous()
 
 
+#: labels are class indices; more classes than this is a mistake (a 10**12 label would size the head)
+MAX_CLASSES = 1_000_000
+
+
 def as_labels(y: ArrayLike, what: str = "y") -> Tensor:
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, Tensor) else y)
+    if not isinstance(y, Tensor):
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"{what} holds {arr.dtype} values; labels must be integer class indices 0, 1, 2, ...")
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+            arr = arr.astype(np.float64)  # torch has no uint64: compare as floats below
+        y = arr
+    t = torch.as_tensor(y)
     if t.ndim != 1:
         raise DataError(f"{what} must be a 1-D array of class indices, got shape {tuple(t.shape)}")
     if torch.is_floating_point(t):
@@ -47,6 +63,11 @@ def as_labels(y: ArrayLike, what: str = "y") -> Tensor:
             raise DataError(f"{what} contains NaN or inf labels; labels must be integer class indices")
         if not bool((t == t.round()).all()):
             raise DataError(f"{what} contains non-integer labels; labels must be integer class indices")
+    if t.numel() and float(t.max()) >= MAX_CLASSES:
+        raise DataError(
+            f"{what} holds the label {float(t.max()):.0f}; labels are class indices from 0 to {MAX_CLASSES - 1} "
+            "(renumber your classes 0, 1, 2, ...)"
+        )
     return t.to(torch.long)
 
 
@@ -293,8 +314,11 @@ def from_experiences(
         missing = [k for k in required if k not in d]
         if missing:
             raise DataError(f"experience {i}: missing arrays {missing}; each needs {list(required)}")
-        xtr, ytr = as_features(d["x_train"], f"experience {i} x_train"), as_labels(d["y_train"])
-        xte, yte = as_features(d["x_test"], f"experience {i} x_test"), as_labels(d["y_test"])
+        xtr, ytr = (
+            as_features(d["x_train"], f"experience {i} x_train"),
+            as_labels(d["y_train"], f"experience {i} y_train"),
+        )
+        xte, yte = as_features(d["x_test"], f"experience {i} x_test"), as_labels(d["y_test"], f"experience {i} y_test")
         _check_pair(xtr, ytr, f"experience {i} train")
         _check_pair(xte, yte, f"experience {i} test")
         parts.append((xtr, ytr, xte, yte))
@@ -336,14 +360,22 @@ def from_npz_dir(path: str | Path, *, scenario: Scenario | None = None) -> Strea
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root} is not a directory; pass a folder of .npz files (one per experience)")
-    files = sorted(root.glob("*.npz"))
+    from perennial.files import file_kind_problem, load_npz
+    from perennial.resources import SHARE, human, machine_memory
+
+    files = sorted(root.glob("*.npz"))  # names only: nothing is opened yet
     if not files:
         raise DataError(f"{root} holds no .npz files; put one file per experience there")
-    exps = []
+    bad = [p for p in (file_kind_problem(f) for f in files) if p]  # FIFOs, devices, symlink loops
+    if bad:
+        raise DataError(f"{root}: " + "; ".join(bad))
+    budget = int(machine_memory() * SHARE)
+    exps, total = [], 0
     for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                exps.append({k: z[k] for k in z.files})
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot read {f}: {err}") from None
+        exps.append(load_npz(f, max_array_bytes=budget))  # shapes checked before numpy reads an array
+        total += sum(a.nbytes for a in exps[-1].values())
+        if total > budget:
+            raise DataError(
+                f"{root}: the .npz files hold more than {human(budget)} of arrays, more than fits in memory"
+            )
     return from_experiences(exps, scenario=scenario, name=root.name, names=[f.stem for f in files])

@@ -111,10 +111,17 @@ def load_tokenizer(spec: str = "byte") -> Tokenizer:
 # ------------------------------------------------------------------- corpora
 def _files(root: Path, suffix: str = "", skip: frozenset[str] = frozenset()) -> Documents:
     """Files below ``root`` ending in ``suffix``, sorted by relative path; directories in ``skip`` are pruned."""
-    found = []
-    for d, dirs, files in os.walk(root):
+    from perennial.files import file_kind_problem
+
+    found, bad = [], []
+    for d, dirs, files in os.walk(root):  # symlinked folders are not followed: no loops
         dirs[:] = [x for x in dirs if x not in skip and not x.startswith(".")]
-        found += [Path(d) / f for f in files if f.endswith(suffix) and not f.startswith(".")]
+        for f in files:
+            if f.endswith(suffix) and not f.startswith("."):
+                problem = file_kind_problem(Path(d) / f)  # stat only: a FIFO or device is never opened
+                (bad if problem else found).append(problem or Path(d) / f)
+    if bad:
+        raise DataError(f"text folder {root}: " + "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
     return sorted(((p.relative_to(root).as_posix(), p) for p in found), key=lambda d: d[0])  # read lazily
 
 
