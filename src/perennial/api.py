@@ -503,18 +503,37 @@ def compare(
     store: RunStore | None = None,
     progress: Progress | None = None,
     on_run: Callable[[RunRecord], None] | None = None,
+    on_result: Callable[[str, RunRecord], None] | None = None,
+    pool: Any = None,
 ) -> CompareResult:
     """Run every strategy with every seed (``base(strategy, seed)`` gives each config).
 
     ``strategies`` are labels of the variants compared: strategy specs, or any names that
     ``base`` maps to configs (e.g. ``"replay ratio=0.05"`` for a sweep); rows are per label.
+    ``on_result(label, record)`` (and ``on_run(record)``) is called as each run finishes.
+    ``pool`` (e.g. :class:`perennial.scale.ray_runs.RayPool`) runs the runs elsewhere, each
+    as one self-contained job, and writes them into ``store`` as they finish; the result is
+    the same as the sequential one (runs in the same order).
     """
+    jobs = [(name, base(name, seed)) for name in strategies for seed in seeds]
+
+    def done(label: str, rec: RunRecord) -> None:
+        if on_run:
+            on_run(rec)
+        if on_result:
+            on_result(label, rec)
+
+    if pool is not None:
+        if store is None:
+            raise ConfigError([("store", "running on a pool needs a run store (the driver writes results into it)")])
+        finished = pool.run_all(jobs, store, done)  # [(job index, record)] in job order
+        labels = [jobs[i][0] for i, _ in finished]
+        runs = [r for _, r in finished]
+        return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs)
     runs, labels = [], []
-    for name in strategies:
-        for seed in seeds:
-            rec = run(base(name, seed), store=store, progress=progress)
-            runs.append(rec)
-            labels.append(name)
-            if on_run:
-                on_run(rec)
+    for name, cfg in jobs:
+        rec = run(cfg, store=store, progress=progress)
+        runs.append(rec)
+        labels.append(name)
+        done(name, rec)
     return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs)

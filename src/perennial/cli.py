@@ -80,6 +80,53 @@ TextDirOpt = Annotated[
         "--text-dir", help="Your text domains: a folder with one sub-folder per domain (implies -b text-domains)."
     ),
 ]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow",
+        help="Also log each finished run to MLflow at this tracking URI (offline: sqlite:///mlflow.db or "
+        "file:./mlruns): params, metrics, matrices, curves, HTML report (docs/scale-out.md).",
+    ),
+]
+MlflowExpOpt = Annotated[str, typer.Option("--mlflow-experiment", help="MLflow experiment name.")]
+TensorboardOpt = Annotated[
+    Path | None,
+    typer.Option("--tensorboard", help="Also write TensorBoard event files of each finished run into DIR/RUN_ID."),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Run N runs at a time as Ray tasks (local Ray unless --ray-address/RAY_ADDRESS); 1: in this process.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Use an existing Ray cluster (HOST:PORT or ray://HOST:PORT); default RAY_ADDRESS."
+    ),
+]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-run", help="Ray: CPUs (and torch threads) per run.")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-run", help="Ray: GPUs per run (fractions share a GPU).")]
+RetriesOpt = Annotated[
+    int, typer.Option("--retries", help="Ray: attempts again a failed or killed run this often (from its checkpoint).")
+]
+CheckpointDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-dir",
+        help="Ray: checkpoint folder every worker can reach (default: the store's); a shared filesystem on a cluster.",
+    ),
+]
+
+
+def _tracker(mlflow: str | None, tensorboard: Path | None, experiment: str) -> Any:
+    """Exports finished runs (None without --mlflow/--tensorboard); checked before training starts."""
+    if mlflow is None and tensorboard is None:
+        return None
+    from perennial.tracking import trackers
+
+    return trackers(mlflow, tensorboard, experiment)
 
 
 @contextlib.contextmanager
@@ -300,6 +347,9 @@ def run(
     eval_budget: EvalBudgetOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Train one strategy on one benchmark, print the accuracy matrix and metrics, record the run.
 
@@ -336,10 +386,13 @@ def run(
             )
             return
         run_id = run_id or api.new_run_id(cfg)
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.run(cfg, store=st, run_id=run_id, progress=progress, overwrite=overwrite)
+        if tracker is not None:
+            tracker(rec)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -371,6 +424,9 @@ def resume(
     store: StoreOpt = Path(DEFAULT_STORE),
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Continue a run from its newest valid checkpoint; it ends with exactly the results of an uninterrupted run.
 
@@ -379,9 +435,12 @@ def resume(
     from perennial import api
 
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.resume(st, run_id, progress=progress)
+        if tracker is not None:
+            tracker(rec)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -417,12 +476,23 @@ def compare(
     ] = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    workers: WorkersOpt = 1,
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusOpt = 1.0,
+    gpus_per_run: GpusOpt = 0.0,
+    retries: RetriesOpt = 2,
+    checkpoint_dir: CheckpointDirOpt = None,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Run several strategies (and --sweep values) over several seeds; print mean ± standard error per metric.
 
     Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
 
     Example: perennial compare -b text-domains --strategies replay --sweep strategy.ratio=0,0.05,0.25 --seeds 3
+
+    Example: perennial compare --strategies naive,replay --seeds 4 --workers 2   (runs as Ray tasks)
     """
     from perennial import api
     from perennial.config import build_config
@@ -454,17 +524,20 @@ def compare(
         if problems:
             raise ConfigError(problems)
         names = [label for label, _, _ in variants]
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
+        pool = _pool(workers, ray_address, cpus_per_run, gpus_per_run, retries, checkpoint_dir)
         st = _store(store)
         seed_list = list(range(seed, seed + seeds))
         t0 = time.perf_counter()
         total = len(names) * len(seed_list)
         done = [0]
 
-        def on_run(rec: Any) -> None:
+        def on_run(label: str, rec: Any) -> None:
             done[0] += 1
+            if tracker is not None:
+                tracker(rec)
             if not quiet:
                 m = rec.metrics or {}
-                label = names[(done[0] - 1) // len(seed_list)]
                 score = (
                     f"loss {_num(m.get('loss'))}, forgetting {_num(m.get('forgetting'))}"
                     if _is_lm(rec)
@@ -476,15 +549,19 @@ def compare(
                     markup=False,
                 )
 
-        with _progress(quiet) as progress:
+        with _progress(quiet) as progress, pool or contextlib.nullcontext():
             res = api.compare(
                 lambda name, s: cfgs[name].model_copy(update={"seed": s}),
                 names,
                 seed_list,
                 store=st,
                 progress=progress,
-                on_run=on_run,
+                on_result=on_run,
+                pool=pool,
             )
+        failed = pool.failed if pool is not None else []
+        if failed and not res.runs:
+            _report_failed(failed, store)
         if not quiet:
             first = res.runs[0]
             lm = _is_lm(first)
@@ -519,6 +596,51 @@ def compare(
             path = write_report(st, [r.run_id for r in res.runs], report)
             if not quiet:
                 out.print(f"report: {path}")
+        if failed:
+            _report_failed(failed, store)
+
+
+def _pool(
+    workers: int,
+    address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    retries: int,
+    checkpoint_dir: str | None,
+) -> Any:
+    """None (runs in this process) for --workers 1 without --ray-address, else a Ray pool."""
+    from perennial.errors import DistributedError
+
+    if workers < 1:
+        raise DistributedError(f"--workers must be at least 1, got {workers} (1: in this process; N > 1: on Ray)")
+    if workers == 1 and address is None:
+        return None
+    from perennial.scale.ray_runs import RayPool
+
+    def on_failure(label: str, cfg: Any, error: str, attempt: int, retry: bool) -> None:
+        then = f"retrying from its last checkpoint (attempt {attempt + 1})" if retry else "giving up"
+        err.print(f"run {label} seed {cfg.seed} failed: {error}; {then}", style="yellow", markup=False, soft_wrap=True)
+
+    return RayPool(
+        workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        retries=retries,
+        checkpoint_root=checkpoint_dir,
+        on_failure=on_failure,
+    )
+
+
+def _report_failed(failed: list[tuple[str, str, str]], store: Path) -> None:
+    for label, run_id, error in failed:
+        err.print(
+            f"run {run_id} ({label}) failed: {error}; continue it with: perennial resume {run_id} --store {store}",
+            style="bold red",
+            markup=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(1)
 
 
 def _variants(names: list[str], sweeps: list[str]) -> list[tuple[str, str, list[str]]]:
