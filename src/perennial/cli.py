@@ -792,6 +792,54 @@ def report_cmd(
         out.print(f"report: {path}")
 
 
+@app.command("export")
+def export_cmd(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (see: perennial runs).")] = None,
+    to: Annotated[str, typer.Option("--to", help="mlflow, tensorboard or csv.")] = "csv",
+    dest: Annotated[
+        str | None,
+        typer.Option(
+            "--dest",
+            "-o",
+            help="mlflow: tracking URI (default sqlite:///mlflow.db); tensorboard/csv: folder (default perennial-export).",
+        ),
+    ] = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    from_json: Annotated[
+        Path | None, typer.Option("--from", help="Take the run ids from a compare --json / run --json file.")
+    ] = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+) -> None:
+    """Export stored runs to MLflow, TensorBoard event files or CSV files.
+
+    Example: perennial export RUN_ID [RUN_ID ...] --to mlflow --dest sqlite:///mlflow.db
+
+    Example: perennial export --from cmp.json --to tensorboard --dest tb   (then: tensorboard --logdir tb)
+    """
+    with errors_to_exit():
+        ids = list(run_ids or [])
+        if from_json is not None:
+            ids += _ids_from_json(from_json)
+        if not ids:
+            raise ConfigError([("RUN_ID", "give at least one run id (see: perennial runs) or --from FILE")])
+        if to not in ("mlflow", "tensorboard", "csv"):
+            raise ConfigError([("--to", f"{to!r} is not one of mlflow, tensorboard, csv")])
+        from perennial import tracking
+
+        st = _store(store)
+        recs = [st.get(rid) for rid in dict.fromkeys(ids)]  # unknown ids fail before anything is written
+        if to == "mlflow":
+            uri = dest or "sqlite:///mlflow.db"
+            tracking.export_mlflow(recs, uri, mlflow_experiment)
+            out.print(f"{len(recs)} run(s) logged to MLflow at {uri} (experiment {mlflow_experiment!r})", markup=False)
+        elif to == "tensorboard":
+            paths = tracking.export_tensorboard(recs, dest or "perennial-export")
+            out.print(f"{len(paths)} run(s) written; view with: tensorboard --logdir {dest or 'perennial-export'}")
+        else:
+            path = tracking.export_csv(recs, dest or "perennial-export")
+            out.print(f"{len(recs)} run(s) written: {path} (and one folder per run beside it)", markup=False)
+
+
 def _ids_from_json(path: Path) -> list[str]:
     try:
         data = json.loads(path.read_text())

@@ -36,9 +36,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
-def _key(name: str) -> str:
+def metric_key(name: str) -> str:
     """A metric-name-safe version of an experience name (MLflow allows ``[A-Za-z0-9_-. /]``)."""
-    return _UNSAFE.sub("_", name) or "_"
+    return _UNSAFE.sub("_", name).strip("_") or "_"
 
 
 def _finite(x: Any) -> bool:
@@ -48,7 +48,7 @@ def _finite(x: Any) -> bool:
 def _names(rec: RunRecord) -> list[str]:
     n = len(rec.random_init_acc) or (len(rec.accuracy_matrix[0]) if rec.accuracy_matrix else rec.n_experiences)
     names = list(rec.experience_names)[:n]
-    return [_key(x) for x in names] + [f"exp{j}" for j in range(len(names), n)]
+    return [metric_key(x) for x in names] + [f"exp{j}" for j in range(len(names), n)]
 
 
 def final_metrics(rec: RunRecord) -> dict[str, float]:
@@ -191,7 +191,16 @@ def _client(uri: str) -> Any:
                 f"cannot write to MLflow tracking URI {uri!r}: folder {parent} does not exist; create it or "
                 "use another path (e.g. --mlflow sqlite:///mlflow.db)"
             )
-    return MlflowClient(tracking_uri=uri)
+    if "://" not in uri or uri.startswith("file:"):  # the file store is offline-friendly; allow it
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as e:
+        raise TrackingError(f"cannot use MLflow tracking URI {uri!r}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def check_mlflow(uri: str, experiment: str = "perennial") -> str:
@@ -207,7 +216,7 @@ def check_mlflow(uri: str, experiment: str = "perennial") -> str:
         except TrackingError:
             raise
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = _first_line(e)
             raise TrackingError(
                 f"cannot write to MLflow tracking URI {uri!r}: {msg}; give a writable local store "
                 "(e.g. --mlflow sqlite:///mlflow.db or --mlflow file:./mlruns) or a reachable server"
