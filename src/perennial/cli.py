@@ -140,7 +140,9 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except PerennialError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         msg = "interrupted"
@@ -150,6 +152,8 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
             msg += f"; continue with: {resume_hint}"
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
     except OSError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None

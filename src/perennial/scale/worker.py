@@ -12,8 +12,12 @@ result is a :class:`DetachedResult` that the driver writes into the store
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,12 +27,15 @@ import torch
 
 from perennial import api
 from perennial.config import RunConfig, resolved
+from perennial.errors import CheckpointError
 from perennial.evaluation import summarize_log
 from perennial.evaluation.continual import EvalRecord
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.train import Callback
 
 EVAL_FILE = "eval_log.jsonl"
+#: who is running the run now (host, pid, start time): for operators, and for fault-injection tests
+WORKER_FILE = "worker.json"
 
 
 @dataclass
@@ -85,12 +92,24 @@ def execute(cfg: RunConfig, run_id: str, checkpoint_dir: str | Path, *, threads:
     root = Path(checkpoint_dir)
     root.mkdir(parents=True, exist_ok=True)
     ckdir = CheckpointDir(root, keep=cfg.checkpoint.keep)
+    (root / WORKER_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "run_id": run_id})
+    )
     payload: dict[str, Any] | None = None
     resumed_from = None
+    notes = []
     if ckdir.list():
-        payload, path = ckdir.load_latest()
-        api.check_identity(payload.get("meta"), api._identity(cfg, run_id))
-        resumed_from = path.name
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                payload, path = ckdir.load_latest()
+            notes += [str(w.message) for w in caught]
+        except CheckpointError as e:  # killed while writing its first checkpoint: start again (deterministic)
+            notes.append(f"{e}; restarted the run from the beginning")
+            ckdir.clear()
+        if payload is not None:
+            api.check_identity(payload.get("meta"), api._identity(cfg, run_id))
+            resumed_from = path.name
     sink = _JsonlSink(root / EVAL_FILE, None if payload is None else int(payload["loop"]["step"]))
     evaluator = api._evaluator(cfg, strategy, sink)
     cbs: list[Callback] = [_RowsPlaceholder(), *([evaluator] if evaluator is not None else [])]
@@ -129,9 +148,14 @@ def execute(cfg: RunConfig, run_id: str, checkpoint_dir: str | Path, *, threads:
     )
     lm = api.model_payload(cfg, stream, model) if stream.kind == "lm" else None
     (root / EVAL_FILE).unlink(missing_ok=True)
+    (root / WORKER_FILE).unlink(missing_ok=True)
     if not cfg.checkpoint.keep_after_finish:
         ckdir.clear()
-    return DetachedResult(rec, [list(map(int, e.classes)) for e in stream], lm, resumed_from)
+        for tmp in root.glob(".ckpt-*.tmp"):  # a write cut short by a killed attempt
+            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()
+    return DetachedResult(rec, [list(map(int, e.classes)) for e in stream], lm, resumed_from, notes)
 
 
 def write_result(store: RunStore, res: DetachedResult) -> RunRecord:
@@ -193,6 +217,7 @@ def record_failure(store: RunStore, cfg: RunConfig, run_id: str, checkpoint_dir:
             if log:
                 store.record_eval(run_id, log)
             (Path(checkpoint_dir) / EVAL_FILE).unlink(missing_ok=True)
+            (Path(checkpoint_dir) / WORKER_FILE).unlink(missing_ok=True)
         except Exception:  # best effort: the error below is what matters
             pass
     store.mark(run_id, "failed", error)
