@@ -241,6 +241,7 @@ def run(
     progress: Progress | None = None,
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
+    dist: Any = None,
 ) -> RunRecord:
     """Train one run described by ``cfg``; record it in ``store``; return its record.
 
@@ -273,7 +274,7 @@ def run(
     store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
     ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
     ckdir.clear()  # an overwritten run must not resume from the old run's files
-    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks)
+    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks, dist=dist)
 
 
 def resume(
@@ -321,7 +322,10 @@ def _fit_in_store(
     payload: dict[str, Any] | None,
     progress: Progress | None,
     callbacks: Sequence[Callback],
+    dist: Any = None,
 ) -> RunRecord:
+    """Fit with the store recording; ``dist`` (rank 0 of a data-parallel run, see
+    :mod:`perennial.train.distributed`) trains with the other ranks."""
     checkpointer = RunCheckpointer(ckdir, cfg.checkpoint.every, _identity(cfg, run_id))
     eval_writer = store.eval_writer(run_id) if cfg.eval.every is not None else None
     evaluator = _evaluator(cfg, strategy, eval_writer)
@@ -340,6 +344,7 @@ def _fit_in_store(
                 checkpointer=checkpointer,
                 resume=payload,
                 should_stop=should_stop,
+                **({"dist": dist} if dist is not None else {}),
             )
     except (RunInterrupted, KeyboardInterrupt):
         store.mark(run_id, "interrupted", f"interrupted; continue with: perennial resume {run_id}")

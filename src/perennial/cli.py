@@ -118,6 +118,41 @@ CheckpointDirOpt = Annotated[
         help="Ray: checkpoint folder every worker can reach (default: the store's); a shared filesystem on a cluster.",
     ),
 ]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train this one run data-parallel on N processes (runs torchrun --nproc-per-node N; gloo on CPU, "
+        "nccl on GPUs).",
+    ),
+]
+
+
+def _in_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def _torchrun(nproc: int, extra: list[str]) -> None:
+    """Run this same command under ``torchrun --nproc-per-node nproc`` (without --nproc) and exit with its code."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += ["-m", "perennial", *cleaned, *extra]
+    raise typer.Exit(subprocess.run(cmd).returncode)
 
 
 def _tracker(mlflow: str | None, tensorboard: Path | None, experiment: str) -> Any:
@@ -155,7 +190,9 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None) 
     except typer.Exit:
         raise
     except OSError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     except Exception as e:  # a bug, not bad input: say so briefly; PERENNIAL_DEBUG=1 shows the traceback
         if os.environ.get("PERENNIAL_DEBUG"):
@@ -354,6 +391,7 @@ def run(
     mlflow: MlflowOpt = None,
     mlflow_experiment: MlflowExpOpt = "perennial",
     tensorboard: TensorboardOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train one strategy on one benchmark, print the accuracy matrix and metrics, record the run.
 
@@ -389,9 +427,23 @@ def run(
                 soft_wrap=True,
             )
             return
+        if nproc > 1 and not _in_torchrun():
+            _torchrun(nproc, [] if run_id else ["--run-id", api.new_run_id(cfg)])
         run_id = run_id or api.new_run_id(cfg)
         tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+        if _in_torchrun():
+            from perennial.scale import ddp
+
+            main = os.environ.get("RANK") == "0"
+            with _progress(quiet or not main) as progress:
+                rec = ddp.run(cfg, store, run_id=run_id, overwrite=overwrite, progress=progress)
+            if rec is None:
+                return
+            if tracker is not None:
+                tracker(rec)
+            _report_run(rec, store, quiet, json_out)
+            return
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.run(cfg, store=st, run_id=run_id, progress=progress, overwrite=overwrite)
@@ -431,6 +483,7 @@ def resume(
     mlflow: MlflowOpt = None,
     mlflow_experiment: MlflowExpOpt = "perennial",
     tensorboard: TensorboardOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Continue a run from its newest valid checkpoint; it ends with exactly the results of an uninterrupted run.
 
@@ -439,10 +492,21 @@ def resume(
     from perennial import api
 
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
+        if nproc > 1 and not _in_torchrun():
+            _torchrun(nproc, [])
         tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
-        st = _store(store)
-        with _progress(quiet) as progress:
-            rec = api.resume(st, run_id, progress=progress)
+        if _in_torchrun():
+            from perennial.scale import ddp
+
+            main = os.environ.get("RANK") == "0"
+            with _progress(quiet or not main) as progress:
+                rec = ddp.resume(store, run_id, progress=progress)
+            if rec is None:
+                return
+        else:
+            st = _store(store)
+            with _progress(quiet) as progress:
+                rec = api.resume(st, run_id, progress=progress)
         if tracker is not None:
             tracker(rec)
         _report_run(rec, store, quiet, json_out)
