@@ -53,7 +53,9 @@ def main() -> None:
     strip = [[{k: v for k, v in r.items() if k not in ("run_ids", "seconds_mean")} for r in rs] for rs in rows]
     same = strip[0] == strip[1]
     seq, par = out.values()
-    print(f"same numbers: {same}; wall ratio ray/sequential = {par / seq:.2f}; load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"same numbers: {same}; wall ratio ray/sequential = {par / seq:.2f}; load average now {os.getloadavg()[0]:.1f}"
+    )
     print("command:", " ".join(cmd[2:]), "[--workers N]")
     if not same:
         sys.exit(1)

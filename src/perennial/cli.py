@@ -668,6 +668,123 @@ def compare(
             _report_failed(failed, store)
 
 
+@app.command("tune")
+def tune_cmd(
+    space: Annotated[
+        list[str],
+        typer.Option(
+            "--space",
+            help="A dimension to search: KEY=loguniform:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B,... "
+            "(repeatable), e.g. --space train.lr=loguniform:1e-4:1e-2.",
+        ),
+    ],
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy (or composition) to tune.")] = "replay",
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", "-b", help="Benchmark name. Default: split-mnist.")
+    ] = None,
+    scenario: ScenarioOpt = None,
+    model: ModelOpt = None,
+    trials: Annotated[int, typer.Option("--trials", help="Number of trials.")] = 16,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="first-k: tune on the first K experiences; validation: tune on held-out training data. The chosen "
+            "setting is then run on the full stream with fresh seeds.",
+        ),
+    ] = "first-k",
+    k: Annotated[int, typer.Option("--k", help="first-k: experiences the trials see.")] = 2,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="validation: share of each experience's training data held out.")
+    ] = 0.1,
+    metric: Annotated[str, typer.Option("--metric", help="Metric the trials are scored by (e.g. acc, loss).")] = "acc",
+    mode: Annotated[str, typer.Option("--mode", help="max or min.")] = "max",
+    searcher: Annotated[str, typer.Option("--searcher", help="optuna (TPE, seeded) or random.")] = "optuna",
+    final_seeds: Annotated[int, typer.Option("--final-seeds", min=1, help="Fresh seeds for the final runs.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Tuning seed (final runs use SEED+1...).")] = 0,
+    workers: WorkersOpt = 2,
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusOpt = 1.0,
+    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for tune.json, best-config.json and Ray Tune's files.")
+    ] = Path("perennial-tune"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Tune hyperparameters with Ray Tune without peeking at the reported stream, then run the best on it.
+
+    Example: perennial tune -s replay --space train.lr=loguniform:1e-4:1e-2 --space strategy.buffer_size=choice:100,200,500 --trials 16 --workers 2
+
+    The search never scores on the test data of the stream it reports (docs/scale-out.md, protocol).
+    """
+    from perennial.config import build_config
+
+    with errors_to_exit(f"--store {store}"):
+        from perennial.scale import tune as tuning
+
+        dims = tuning.parse_space(space)
+        base = build_config(
+            config, set_ or (), benchmark=benchmark, strategy=strategy, scenario=scenario, seed=seed, model=model
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        def on_final(label: str, rec: Any) -> None:
+            if not quiet:
+                err.print(
+                    f"final {label} seed {rec.seed}: acc {_pct((rec.metrics or {}).get('acc')).strip()}%", markup=False
+                )
+
+        res = tuning.tune(
+            base,
+            dims,
+            trials=trials,
+            workers=workers,
+            protocol=protocol,
+            k=k,
+            val_fraction=val_fraction,
+            metric=metric,
+            mode=mode,
+            searcher=searcher,
+            final_seeds=final_seeds,
+            cpus_per_run=cpus_per_run,
+            address=ray_address,
+            storage=out_dir / "ray",
+            store=_store(store),
+            on_final=on_final,
+        )
+        _write_json(out_dir / "tune.json", res.to_dict())
+        _write_json(out_dir / "best-config.json", res.best_config)
+        if not quiet:
+            t = Table(
+                title=f"{len(res.trials)} trials ({res.metric}, {res.mode}) — {res.protocol}", title_justify="left"
+            )
+            for d in dims:
+                t.add_column(d.key, justify="right")
+            t.add_column(res.metric, justify="right")
+            for tr in sorted(
+                res.trials,
+                key=lambda x: -(x.get(res.metric) or -1e9) if res.mode == "max" else (x.get(res.metric) or 1e9),
+            ):
+                t.add_row(
+                    *[str(tr["params"].get(d.key)) for d in dims],
+                    _num(tr.get(res.metric), digits=4) if res.metric in tr else "failed",
+                )
+            out.print(t)
+            row = res.final.rows[0]
+            out.print(f"chosen: {', '.join(f'{k}={v}' for k, v in res.best_params.items())}", markup=False)
+            out.print(
+                f"final runs (full stream, seeds {res.final_seeds}): acc {_pct(row['acc_mean'], row['acc_sem'])}%, "
+                f"forgetting {_pct(row['forgetting_mean'], row['forgetting_sem'])}%",
+                markup=False,
+            )
+            out.print(res.protocol_text, style="dim", markup=False, soft_wrap=True)
+            out.print(
+                f"written: {out_dir / 'tune.json'}, {out_dir / 'best-config.json'} (use with --config)", markup=False
+            )
+
+
 def _pool(
     workers: int,
     address: str | None,
