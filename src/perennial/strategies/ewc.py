@@ -180,6 +180,10 @@ class EWC(Strategy):
     domain-incremental (66.9 vs 65.9%). van de Ven et al. searched 10^0..10^9 and also found
     large values best; our Fisher is a mean over samples of squared per-sample gradients, which
     are tiny once the model fits its data, hence the large lambda.
+
+    Data-parallel (``--nproc N``): the Fisher is computed by every rank from the whole
+    experience with the same (synchronised) weights, so it is identical on every rank and needs
+    no reduction across ranks (docs/scale-out.md).
     """
 
     summary = "elastic weight consolidation (diagonal Fisher penalty)"

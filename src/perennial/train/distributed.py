@@ -14,14 +14,17 @@ What each rank does (docs/scale-out.md has the full story):
   reductions differs, so numbers agree within noise, not bit for bit).
 - **Model and optimizer** are identical on every rank (same initialisation, same averaged
   gradients); :func:`check_in_sync` verifies it at every experience boundary.
-- **Strategy state** computed from whole experiences (EWC/MAS Fisher or importance, class
-  means and covariances, BiC/iCaRL exemplar selection, LwF/DER teachers, EMA teachers) is
-  computed by every rank from the same full data and the same weights, so it is *replicated*
-  by construction and needs no reduction (``check_in_sync`` would catch a rank that drifted).
-  State filled from training batches (the replay buffers of replay, der, er-ace, gdumb, ...)
-  sees only the rank's shard: buffers are *sharded* - each rank keeps its own buffer, filled
-  from its shard, and replays from it into its shard of the batch; the union over ranks is a
-  memory of ``N x buffer_size`` samples drawn from the whole stream.
+- **Strategy state** computed at experience boundaries from the whole experience (EWC and
+  online-EWC Fisher information, MAS importance, the GEM/A-GEM memories, class statistics,
+  LwF and EMA teachers) is computed by every rank from the same full data and the same
+  weights, so it is *replicated* by construction and needs no reduction; SI's path integral
+  uses the averaged gradients, so it is replicated too. :meth:`Distributed.check_in_sync`
+  compares the weights across ranks at every experience boundary and stops a run whose ranks
+  drifted; :meth:`Distributed.check_same` stops one whose ranks would take different numbers
+  of steps. State filled from training batches (the buffers of replay, der/derpp, er-ace,
+  ...) sees only the rank's shard: those buffers are *sharded* - each rank keeps its own
+  buffer, filled from its shard, and replays from it into its shard of the batch; the union
+  over ranks is a memory of ``N x buffer_size`` samples drawn from the whole stream.
 - **Evaluation** runs on every rank (identical models give identical numbers); rank 0 alone
   writes the store, the continual-evaluation log and the checkpoints' shared part.
 - **Checkpoints**: every rank saves its own payload (its RNG states and sharded buffers
@@ -126,6 +129,18 @@ class Distributed:
         import torch.distributed as dist
 
         dist.barrier()
+
+    def check_same(self, value: int, what: str) -> None:
+        """Every rank has the same ``value`` (else they would wait for each other forever)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([value, -value], dtype=torch.long)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if int(t[0]) != -int(t[1]):
+            raise DistributedError(
+                f"the ranks disagree on the {what} ({-int(t[1])} .. {int(t[0])}); this strategy's training data "
+                "depend on rank-local state, so it cannot train data-parallel"
+            )
 
     def check_in_sync(self, model: torch.nn.Module, what: str = "model") -> None:
         """Every rank holds the same weights (a checksum compared across ranks)."""

@@ -385,6 +385,8 @@ def fit(
         n = len(data)
         per_epoch, total = steps_for(n, se)
         ctx.steps_in_experience = total
+        if dist is not None:  # ranks must take the same steps (e.g. a rank-local train_split would not)
+            dist.check_same(total, f"optimizer steps in experience {exp.index}")
         order_gen = torch.Generator().manual_seed(ctx.seed_for("order", exp.index))
         if mid:
             if fingerprint(data) != st.data_fingerprint:
