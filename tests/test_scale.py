@@ -98,3 +98,32 @@ def test_ray_compare_matches_sequential_and_survives_a_killed_worker(tmp_path):
         (r.step, r.acc) for r in RunStore(tmp_path / "seq").eval_log(twin.run_id)
     ]
     assert not list((store / "checkpoints").glob("*/*"))  # finished runs leave no files behind
+
+
+def test_a_detached_run_written_by_the_driver_equals_a_stored_run(tmp_path):
+    """The Ray task's function without Ray: same numbers, same eval log, nothing left behind."""
+    from perennial import api
+    from perennial.config import build_config
+    from perennial.scale.worker import execute, write_result
+
+    cfg = build_config(benchmark="split-digits", strategy="replay", overrides=["train.epochs=1", "eval.every=25"])
+    store = RunStore(tmp_path / "s")
+    ref = api.run(cfg, store=store, run_id="seq")
+    ck = tmp_path / "ck" / "det"
+    res = execute(cfg, "det", ck, threads=1)
+    rec = write_result(store, res)
+    assert rec.status == "finished"
+    assert rec.accuracy_matrix == ref.accuracy_matrix and rec.loss_matrix == ref.loss_matrix
+    assert rec.random_init_acc == ref.random_init_acc
+    assert [(r.step, r.exp_eval, r.acc) for r in store.eval_log("det")] == [
+        (r.step, r.exp_eval, r.acc) for r in store.eval_log("seq")
+    ]
+    same = {k: v for k, v in (rec.metrics or {}).items() if not k.endswith("seconds")}
+    assert same == {k: v for k, v in (ref.metrics or {}).items() if not k.endswith("seconds")}
+    assert not ck.exists()
+
+
+@pytest.mark.parametrize("cmd", [["tune"], ["export"]])
+def test_new_commands_have_help(cmd):
+    r = invoke(*cmd, "--help")
+    assert r.exit_code == 0 and "Usage" in r.output

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_stream
 
+from helpers import tiny_stream
 from perennial.config import build_config
 from perennial.errors import ConfigError
 from perennial.scale.tune import check_space, parse_space, score_trial, tuning_stream
