@@ -127,3 +127,40 @@ def test_a_detached_run_written_by_the_driver_equals_a_stored_run(tmp_path):
 def test_new_commands_have_help(cmd):
     r = invoke(*cmd, "--help")
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+@pytest.mark.slow
+def test_a_run_that_failed_for_good_on_a_worker_resumes_from_the_store(tmp_path):
+    """A worker killed mid-run, no retries left: the driver stores it as failed with what it
+    measured; `perennial resume` finishes it with the numbers of an uninterrupted run."""
+    from perennial import api
+    from perennial.config import build_config
+    from perennial.scale.worker import record_failure
+
+    over = ["train.epochs=1", "eval.every=10", "checkpoint.every=4"]
+    cfg = build_config(benchmark="split-digits", strategy="replay", overrides=over)
+    store = RunStore(tmp_path / "s")
+    ref = api.run(cfg, store=RunStore(tmp_path / "ref"), run_id="ref")
+    ck = store.checkpoints("dead").root
+    code = (
+        "from perennial.config import build_config; from perennial.scale.worker import execute; "
+        f"execute(build_config(benchmark='split-digits', strategy='replay', overrides={over!r}), 'dead', {str(ck)!r})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len([p for p in ck.glob("ckpt-*.sha256")]) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the worker finished before it could be killed"
+    record_failure(store, cfg, "dead", ck, "WorkerCrashedError: killed")
+    assert store.get("dead").status == "failed"
+    r = invoke("resume", "dead", "--store", str(tmp_path / "s"), "-q")
+    assert r.exit_code == 0, r.output
+    rec = store.get("dead")
+    assert rec.status == "finished" and rec.accuracy_matrix == ref.accuracy_matrix
+    assert [(e.step, e.acc) for e in store.eval_log("dead")] == [
+        (e.step, e.acc) for e in RunStore(tmp_path / "ref").eval_log("ref")
+    ]
