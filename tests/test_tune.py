@@ -58,3 +58,37 @@ def test_a_trial_under_first_k_trains_on_k_experiences_only():
     full_steps = score_trial(base, {"train.lr": 1e-3}, "first-k", 4, 0.1)["steps"]
     assert m["steps"] * 2 == full_steps  # split-digits experiences have equal sizes
     assert 0.0 <= m["acc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_tune_runs_trials_on_ray_then_the_best_on_the_full_stream_with_fresh_seeds(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("optuna")
+    import json
+
+    from typer.testing import CliRunner
+
+    from perennial.cli import app
+    from perennial.store import RunStore
+
+    r = CliRunner().invoke(
+        app,
+        [
+            "tune", "-b", "split-digits", "-s", "replay", "--set", "train.epochs=1",
+            "--space", "train.lr=loguniform:1e-4:1e-2", "--space", "strategy.buffer_size=choice:50,100",
+            "--trials", "3", "--workers", "2", "--final-seeds", "2", "--k", "2",
+            "--store", str(tmp_path / "s"), "--out", str(tmp_path / "out"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "tune.json").read_text())
+    assert res["protocol"] == "first-k" and "first 2 of 5 experiences" in res["protocol_text"]
+    assert len(res["trials"]) == 3 and all("acc" in t for t in res["trials"])
+    best = max(res["trials"], key=lambda t: t["acc"])
+    assert res["best_params"] == best["params"]
+    assert res["best_config"]["train"]["lr"] == pytest.approx(best["params"]["train.lr"])
+    assert res["final_seeds"] == [1, 2]  # never the tuning seed 0
+    runs = RunStore(tmp_path / "s").list()
+    assert sorted(x.seed for x in runs) == [1, 2] and all(x.status == "finished" for x in runs)
+    assert all(x.n_experiences == 5 for x in runs)  # the final runs see the whole stream
+    assert "protocol first-k" in r.output

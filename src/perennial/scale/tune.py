@@ -150,12 +150,14 @@ def score_trial(
     return {key: float(v) for key, v in m.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
-def _tune_trainable(config: dict[str, Any]) -> None:
+def _tune_trainable(
+    params: dict[str, Any], *, base: dict[str, Any], protocol: str, k: int, val: float, threads: int
+) -> None:
+    """One Ray Tune trial: ``params`` are the sampled values of the search space only."""
     from ray import tune
 
-    torch.set_num_threads(max(1, int(config["__threads"])))
-    params = {k: v for k, v in config.items() if not k.startswith("__")}
-    tune.report(score_trial(config["__base"], params, config["__protocol"], config["__k"], config["__val"]))
+    torch.set_num_threads(max(1, threads))
+    tune.report(score_trial(base, dict(params), protocol, k, val))
 
 
 @dataclass
@@ -245,13 +247,7 @@ def tune(
     try:
         from ray import tune as rt
 
-        space: dict[str, Any] = {
-            "__base": base_dict,
-            "__protocol": protocol,
-            "__k": k,
-            "__val": val_fraction,
-            "__threads": max(1, int(cpus_per_run)),
-        }
+        space: dict[str, Any] = {}
         for d in dims:
             lo_hi = d.values
             space[d.key] = {
@@ -267,12 +263,24 @@ def tune(
             except ImportError:
                 raise DistributedError("--searcher optuna needs optuna; pip install 'perennial[tune]'") from None
             search_alg = OptunaSearch(metric=metric, mode=mode, seed=base.seed)
-        trainable = rt.with_resources(_tune_trainable, {"cpu": cpus_per_run})
+        fixed = {
+            "base": base_dict,
+            "protocol": protocol,
+            "k": k,
+            "val": val_fraction,
+            "threads": max(1, int(cpus_per_run)),
+        }
+        trainable = rt.with_resources(rt.with_parameters(_tune_trainable, **fixed), {"cpu": cpus_per_run})
         tuner = rt.Tuner(
             trainable,
             param_space=space,
             tune_config=rt.TuneConfig(
-                metric=metric, mode=mode, num_samples=trials, search_alg=search_alg, max_concurrent_trials=workers
+                metric=metric,
+                mode=mode,
+                num_samples=trials,
+                search_alg=search_alg,
+                max_concurrent_trials=workers,
+                trial_dirname_creator=lambda t: f"trial-{t.trial_id}",
             ),
             run_config=rt.RunConfig(storage_path=str(Path(storage).resolve()), name="tune", verbose=0),
         )
