@@ -430,7 +430,8 @@ def run(
         if nproc > 1 and not _in_torchrun():
             _torchrun(nproc, [] if run_id else ["--run-id", api.new_run_id(cfg)])
         run_id = run_id or api.new_run_id(cfg)
-        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
+        rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 records and exports
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment) if rank0 else None
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
         if _in_torchrun():
             from perennial.scale import ddp
@@ -494,7 +495,8 @@ def resume(
     with errors_to_exit(f"--store {store}", f"perennial resume {run_id} --store {store}"):
         if nproc > 1 and not _in_torchrun():
             _torchrun(nproc, [])
-        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
+        rank0 = os.environ.get("RANK", "0") == "0"
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment) if rank0 else None
         if _in_torchrun():
             from perennial.scale import ddp
 

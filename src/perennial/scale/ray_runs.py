@@ -98,7 +98,7 @@ class RayPool:
                     object_store_memory=256 * 2**20,
                 )
             env = {k: os.environ[k] for k in ("PYTHONPATH", "OMP_NUM_THREADS") if k in os.environ}
-            if env:
+            if env and not self.address:  # local workers see this checkout; cluster nodes have their own
                 kwargs["runtime_env"] = {"env_vars": env}
             try:
                 ray.init(**kwargs)
