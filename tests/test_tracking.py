@@ -35,6 +35,7 @@ def stored(tmp_path_factory):
     return root, uri, RunStore(root / "s").get("r1")
 
 
+@pytest.mark.slow
 def test_mlflow_search_runs_returns_the_run_with_its_metrics_and_curves(stored):
     mlflow = pytest.importorskip("mlflow")
     _, uri, rec = stored
@@ -65,6 +66,7 @@ def test_mlflow_search_runs_returns_the_run_with_its_metrics_and_curves(stored):
     assert "report/report.html" in {a.path for a in client.list_artifacts(rid, "report")}
 
 
+@pytest.mark.slow
 def test_tensorboard_event_files_hold_the_accuracy_curves(stored):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -83,6 +85,7 @@ def test_tensorboard_event_files_hold_the_accuracy_curves(stored):
     assert any(len(ea.Scalars(t)) == n0 for t in evals)
 
 
+@pytest.mark.slow
 def test_export_after_the_fact_to_csv_and_mlflow(stored, tmp_path):
     root, _, rec = stored
     r = invoke("export", "r1", "--to", "csv", "--dest", str(tmp_path / "csv"), "--store", str(root / "s"))
