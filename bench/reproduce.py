@@ -10,6 +10,7 @@ package versions.
     python bench/reproduce.py                          # the full table (3 seeds, 2 processes)
     python bench/reproduce.py --quick                  # reduced: class-IL split-mnist, 2 epochs, 1 seed
     python bench/reproduce.py --strategies naive,replay --settings split-mnist:task --seeds 2
+    python bench/reproduce.py --ray --jobs 8                 # each run a Ray task (RAY_ADDRESS: a cluster)
 
 Every finished run is saved at once in ``--json`` (default bench/results/reproduce.json);
 running the command again skips runs whose exact configuration is already there, so an
@@ -331,6 +332,36 @@ def protocols_section() -> str | None:
 
 
 # ---------------------------------------------------------------------------------- main
+class _RayExecutor:
+    """``submit`` like an executor, each call a Ray task (its ObjectRef's future works with
+    ``as_completed``); at most ``jobs`` at a time through the local instance's CPU count, or
+    one CPU per task on a cluster."""
+
+    def __init__(self, jobs: int, address: str | None):
+        from perennial.scale.ray_runs import RayPool
+
+        self._pool = RayPool(max(1, jobs), address=address)  # starts or joins Ray, clear errors
+        import ray
+
+        self._remote = ray.remote(num_cpus=1, max_retries=2)(run_job)
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        assert fn is run_job
+        return self._remote.remote(*args).future()
+
+    def __enter__(self) -> _RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.close()
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    if args.ray or args.ray_address:
+        return _RayExecutor(args.jobs, args.ray_address)
+    return ProcessPoolExecutor(max_workers=max(1, args.jobs))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from perennial.strategies import STRATEGIES
 
@@ -341,6 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1 (default 0)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each (default 2)")
+    ap.add_argument(
+        "--ray",
+        action="store_true",
+        help="run each run as a Ray task, --jobs at a time (local Ray, or --ray-address / RAY_ADDRESS)",
+    )
+    ap.add_argument("--ray-address", default=None, help="existing Ray cluster (HOST:PORT); implies --ray")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.epochs=2")
     ap.add_argument("--quick", action="store_true", help="reduced: split-mnist class-IL, 2 epochs, 1 seed")
     ap.add_argument("--out", help="Markdown report (default docs/results.md; with --quick bench/results/quick.md)")
@@ -388,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     jobs.append((setting, s, seed))
     print(f"{len(runs)} runs cached, {len(jobs)} to run with {args.jobs} process(es)", file=sys.stderr)
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with _executor(args) as pool:
         futures = {pool.submit(run_job, *job, overrides): job for job in jobs}
         for i, fut in enumerate(as_completed(futures), 1):
             rec = fut.result()

@@ -24,6 +24,8 @@ LAYERS = [
     "api",
     "experiments",
     "report",
+    "tracking",
+    "scale",
     "cli",
 ]
 BASE = {"errors", "registry", "seeding", "validation", "files", "resources", "catalog", "__init__", "__main__"}

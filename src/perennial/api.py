@@ -252,6 +252,7 @@ def run(
     progress: Progress | None = None,
     overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
+    dist: Any = None,
 ) -> RunRecord:
     """Train one run described by ``cfg``; record it in ``store``; return its record.
 
@@ -285,7 +286,7 @@ def run(
     store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
     ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
     ckdir.clear()  # an overwritten run must not resume from the old run's files
-    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks)
+    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks, dist=dist)
 
 
 def resume(
@@ -339,7 +340,10 @@ def _fit_in_store(
     payload: dict[str, Any] | None,
     progress: Progress | None,
     callbacks: Sequence[Callback],
+    dist: Any = None,
 ) -> RunRecord:
+    """Fit with the store recording; ``dist`` (rank 0 of a data-parallel run, see
+    :mod:`perennial.train.distributed`) trains with the other ranks."""
     # the run's description travels in every checkpoint: `perennial doctor --rebuild` re-creates
     # the run from it when runs.sqlite is lost (identity checks read only the identity keys)
     description = {
@@ -372,6 +376,7 @@ def _fit_in_store(
                 checkpointer=checkpointer,
                 resume=payload,
                 should_stop=should_stop,
+                **({"dist": dist} if dist is not None else {}),
             )
             _stop_if_asked(should_stop, "after the final evaluation")
             if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
@@ -567,6 +572,8 @@ def compare(
     on_run: Callable[[RunRecord], None] | None = None,
     fresh: bool = False,
     on_start: Callable[[str, RunConfig, str], None] | None = None,
+    on_result: Callable[[str, RunRecord], None] | None = None,
+    pool: Any = None,
 ) -> CompareResult:
     """Run every strategy with every seed (``base(strategy, seed)`` gives each config).
 
@@ -578,36 +585,74 @@ def compare(
     checkpoint, and only missing runs are trained. ``fresh=True`` trains every run again
     (replacing the stored ones). ``on_start(run_id, cfg, action)`` is told before each run
     whether it is ``"reuse"``, ``"resume"`` or ``"run"``.
+    ``on_result(label, record)`` (and ``on_run(record)``) is called as each run finishes.
+    ``pool`` (e.g. :class:`perennial.scale.ray_runs.RayPool`) trains the runs to be trained or
+    resumed elsewhere, each as one self-contained job, and writes them into ``store`` as they
+    finish; the result is the same as the sequential one (runs in the same order).
     """
+    jobs = [(name, resolved(base(name, seed))) for name in strategies for seed in seeds]
+
+    def done(label: str, rec: RunRecord) -> None:
+        if on_run:
+            on_run(rec)
+        if on_result:
+            on_result(label, rec)
+
     runs, labels = [], []
     reused = resumed = 0
-    for name in strategies:
-        for seed in seeds:
-            cfg = resolved(base(name, seed))
-            if store is None:
-                rec = run(cfg, progress=progress)
-            else:
-                rid = grid_run_id(cfg)
-                action = "run" if fresh or not store.exists(rid) else _grid_action(store.get(rid), cfg)
-                if on_start:
-                    on_start(rid, cfg, action)
-                if action == "reuse":
-                    rec = store.get(rid)
-                    reused += 1
-                elif action == "resume":
-                    try:
-                        rec = resume(store, rid, progress=progress)
-                        resumed += 1
-                    except CheckpointError as e:  # e.g. killed while writing its only checkpoint:
-                        # the run is deterministic, so training it again gives the same result
-                        rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
-                        rec.notes.append(f"could not resume {rid} ({e}); trained it again from the start")
-                else:
-                    rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
+    if store is None:
+        if pool is not None:
+            raise ConfigError([("store", "running on a pool needs a run store (the driver writes results into it)")])
+        for name, cfg in jobs:
+            rec = run(cfg, progress=progress)
             runs.append(rec)
             labels.append(name)
-            if on_run:
-                on_run(rec)
+            done(name, rec)
+        return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs)
+    ids, actions = [], []
+    for _, cfg in jobs:
+        rid = grid_run_id(cfg)
+        action = "run" if fresh or not store.exists(rid) else _grid_action(store.get(rid), cfg)
+        if on_start:
+            on_start(rid, cfg, action)
+        ids.append(rid)
+        actions.append(action)
+    records: dict[int, RunRecord] = {}
+    if pool is not None:
+        todo = [i for i, a in enumerate(actions) if a != "reuse"]
+        finished = pool.run_all(
+            [jobs[i] for i in todo],
+            store,
+            done,
+            run_ids=[ids[i] for i in todo],
+            keep_checkpoints=[actions[i] == "resume" for i in todo],
+        )
+        for k, rec in finished:
+            records[todo[k]] = rec
+            resumed += actions[todo[k]] == "resume"
+    for i, ((name, cfg), rid, action) in enumerate(zip(jobs, ids, actions, strict=True)):
+        if action == "reuse":
+            rec = store.get(rid)
+            reused += 1
+        elif pool is not None:
+            if i not in records:  # failed for good on the pool (stored as failed, reported by the pool)
+                continue
+            runs.append(records[i])
+            labels.append(name)
+            continue
+        elif action == "resume":
+            try:
+                rec = resume(store, rid, progress=progress)
+                resumed += 1
+            except CheckpointError as e:  # e.g. killed while writing its only checkpoint:
+                # the run is deterministic, so training it again gives the same result
+                rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
+                rec.notes.append(f"could not resume {rid} ({e}); trained it again from the start")
+        else:
+            rec = run(cfg, store=store, run_id=rid, progress=progress, overwrite=True)
+        runs.append(rec)
+        labels.append(name)
+        done(name, rec)
     return CompareResult(aggregate(runs, order=list(strategies), labels=labels), runs, reused, resumed)
 
 

@@ -102,6 +102,88 @@ TextDirOpt = Annotated[
         "--text-dir", help="Your text domains: a folder with one sub-folder per domain (implies -b text-domains)."
     ),
 ]
+MlflowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow",
+        help="Also log each finished run to MLflow at this tracking URI (offline: sqlite:///mlflow.db or "
+        "file:./mlruns): params, metrics, matrices, curves, HTML report (docs/scale-out.md).",
+    ),
+]
+MlflowExpOpt = Annotated[str, typer.Option("--mlflow-experiment", help="MLflow experiment name.")]
+TensorboardOpt = Annotated[
+    Path | None,
+    typer.Option("--tensorboard", help="Also write TensorBoard event files of each finished run into DIR/RUN_ID."),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="Run N runs at a time as Ray tasks (local Ray unless --ray-address/RAY_ADDRESS); 1: in this process.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", help="Use an existing Ray cluster (HOST:PORT or ray://HOST:PORT); default RAY_ADDRESS."
+    ),
+]
+CpusOpt = Annotated[float, typer.Option("--cpus-per-run", help="Ray: CPUs (and torch threads) per run.")]
+GpusOpt = Annotated[float, typer.Option("--gpus-per-run", help="Ray: GPUs per run (fractions share a GPU).")]
+RetriesOpt = Annotated[
+    int, typer.Option("--retries", help="Ray: attempts again a failed or killed run this often (from its checkpoint).")
+]
+CheckpointDirOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-dir",
+        help="Ray: checkpoint folder every worker can reach (default: the store's); a shared filesystem on a cluster.",
+    ),
+]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train this one run data-parallel on N processes (runs torchrun --nproc-per-node N; gloo on CPU, "
+        "nccl on GPUs).",
+    ),
+]
+
+
+def _in_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def _torchrun(nproc: int, extra: list[str]) -> None:
+    """Run this same command under ``torchrun --nproc-per-node nproc`` (without --nproc) and exit with its code."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    cleaned: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += ["-m", "perennial", *cleaned, *extra]
+    raise typer.Exit(subprocess.run(cmd).returncode)
+
+
+def _tracker(mlflow: str | None, tensorboard: Path | None, experiment: str) -> Any:
+    """Exports finished runs (None without --mlflow/--tensorboard); checked before training starts."""
+    if mlflow is None and tensorboard is None:
+        return None
+    from perennial.tracking import trackers
+
+    return trackers(mlflow, tensorboard, experiment)
 
 
 @contextlib.contextmanager
@@ -123,7 +205,9 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None, 
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except PerennialError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         msg = "interrupted"
@@ -134,8 +218,12 @@ def errors_to_exit(run_hint: str | None = None, resume_hint: str | None = None, 
             msg += f"; continue with: {hint}"
         err.print(msg, style="yellow", markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
     except OSError as e:
-        err.print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     except Exception as e:  # a bug, not bad input: say so briefly; PERENNIAL_DEBUG=1 shows the traceback
         if os.environ.get("PERENNIAL_DEBUG"):
@@ -364,6 +452,10 @@ def run(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train one strategy on one benchmark, print the accuracy matrix and metrics, record the run.
 
@@ -402,11 +494,29 @@ def run(
             )
             out.print(_training_line(cfg.to_dict()), markup=False, soft_wrap=True)
             return
+        if nproc > 1 and not _in_torchrun():
+            _torchrun(nproc, [] if run_id else ["--run-id", api.new_run_id(cfg)])
         run_id = run_id or api.new_run_id(cfg)
+        rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 records and exports
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment) if rank0 else None
     with errors_to_exit(run=(store, run_id)):
+        if _in_torchrun():
+            from perennial.scale import ddp
+
+            main = os.environ.get("RANK") == "0"
+            with _progress(quiet or not main) as progress:
+                rec = ddp.run(cfg, store, run_id=run_id, overwrite=overwrite, progress=progress)
+            if rec is None:
+                return
+            if tracker is not None:
+                tracker(rec)
+            _report_run(rec, store, quiet, json_out)
+            return
         st = _store(store)
         with _progress(quiet) as progress:
             rec = api.run(cfg, store=st, run_id=run_id, progress=progress, overwrite=overwrite)
+        if tracker is not None:
+            tracker(rec)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -459,6 +569,10 @@ def resume(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Continue a run from its newest valid checkpoint; it ends with exactly the results of an uninterrupted run.
 
@@ -467,9 +581,24 @@ def resume(
     from perennial import api
 
     with errors_to_exit(run=(store, run_id)):
-        st = _store(store)
-        with _progress(quiet) as progress:
-            rec = api.resume(st, run_id, progress=progress, threads=threads)
+        if nproc > 1 and not _in_torchrun():
+            _torchrun(nproc, [])
+        rank0 = os.environ.get("RANK", "0") == "0"
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment) if rank0 else None
+        if _in_torchrun():
+            from perennial.scale import ddp
+
+            main = os.environ.get("RANK") == "0"
+            with _progress(quiet or not main) as progress:
+                rec = ddp.resume(store, run_id, progress=progress)
+            if rec is None:
+                return
+        else:
+            st = _store(store)
+            with _progress(quiet) as progress:
+                rec = api.resume(st, run_id, progress=progress, threads=threads)
+        if tracker is not None:
+            tracker(rec)
         _report_run(rec, store, quiet, json_out)
 
 
@@ -513,6 +642,15 @@ def compare(
             "--fresh", help="Train every run again, replacing this grid's runs in the store (default: reuse them)."
         ),
     ] = False,
+    workers: WorkersOpt = 1,
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusOpt = 1.0,
+    gpus_per_run: GpusOpt = 0.0,
+    retries: RetriesOpt = 2,
+    checkpoint_dir: CheckpointDirOpt = None,
+    mlflow: MlflowOpt = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Run several strategies (and --sweep values) over several seeds; print mean ± standard error per metric.
 
@@ -522,6 +660,8 @@ def compare(
     Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
 
     Example: perennial compare -b text-domains --strategies replay --sweep strategy.ratio=0,0.05,0.25 --seeds 3
+
+    Example: perennial compare --strategies naive,replay --seeds 4 --workers 2   (runs as Ray tasks)
     """
     from perennial import api
     from perennial.config import build_config
@@ -555,17 +695,20 @@ def compare(
         if problems:
             raise ConfigError(problems)
         names = [label for label, _, _ in variants]
+        tracker = _tracker(mlflow, tensorboard, mlflow_experiment)
+        pool = _pool(workers, ray_address, cpus_per_run, gpus_per_run, retries, checkpoint_dir)
         st = _store(store)
         seed_list = list(range(seed, seed + seeds))
         t0 = time.perf_counter()
         total = len(names) * len(seed_list)
         done = [0]
 
-        def on_run(rec: Any) -> None:
+        def on_run(label: str, rec: Any) -> None:
             done[0] += 1
+            if tracker is not None:
+                tracker(rec)
             if not quiet:
                 m = rec.metrics or {}
-                label = names[(done[0] - 1) // len(seed_list)]
                 score = (
                     f"loss {_num(m.get('loss'))}, forgetting {_num(m.get('forgetting'))}"
                     if _is_lm(rec)
@@ -585,22 +728,23 @@ def compare(
             if not quiet and action == "resume":
                 err.print(f"resuming interrupted run {rid} from its checkpoint", markup=False, soft_wrap=True)
 
-        def on_run_done(rec: Any) -> None:
+        def on_run_done(label: str, rec: Any) -> None:
             finished.append(rec.run_id)
-            on_run(rec)
+            on_run(label, rec)
             for note in rec.notes:
                 err.print(note, style="yellow", markup=False, soft_wrap=True)
 
     again = _command_line()
     with errors_to_exit(f"--store {store}", again), _grid_interrupted(finished, total, store, again):
-        with _progress(quiet) as progress:
+        with _progress(quiet) as progress, pool or contextlib.nullcontext():
             res = api.compare(
                 lambda name, s: cfgs[name].model_copy(update={"seed": s}),
                 names,
                 seed_list,
                 store=st,
                 progress=progress,
-                on_run=on_run_done,
+                on_result=on_run_done,
+                pool=pool,
                 fresh=fresh,
                 on_start=on_start,
             )
@@ -611,6 +755,9 @@ def compare(
                 markup=False,
                 soft_wrap=True,
             )
+        failed = pool.failed if pool is not None else []
+        if failed and not res.runs:
+            _report_failed(failed, store)
         if not quiet:
             first = res.runs[0]
             lm = _is_lm(first)
@@ -651,6 +798,168 @@ def compare(
             path = write_report(st, [r.run_id for r in res.runs], report)
             if not quiet:
                 out.print(f"report: {path}")
+        if failed:
+            _report_failed(failed, store)
+
+
+@app.command("tune")
+def tune_cmd(
+    space: Annotated[
+        list[str],
+        typer.Option(
+            "--space",
+            help="A dimension to search: KEY=loguniform:LO:HI, uniform:LO:HI, int:LO:HI or choice:A,B,... "
+            "(repeatable), e.g. --space train.lr=loguniform:1e-4:1e-2.",
+        ),
+    ],
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy (or composition) to tune.")] = "replay",
+    benchmark: Annotated[
+        str | None, typer.Option("--benchmark", "-b", help="Benchmark name. Default: split-mnist.")
+    ] = None,
+    scenario: ScenarioOpt = None,
+    model: ModelOpt = None,
+    trials: Annotated[int, typer.Option("--trials", help="Number of trials.")] = 16,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="first-k: tune on the first K experiences; validation: tune on held-out training data. The chosen "
+            "setting is then run on the full stream with fresh seeds.",
+        ),
+    ] = "first-k",
+    k: Annotated[int, typer.Option("--k", help="first-k: experiences the trials see.")] = 2,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="validation: share of each experience's training data held out.")
+    ] = 0.1,
+    metric: Annotated[str, typer.Option("--metric", help="Metric the trials are scored by (e.g. acc, loss).")] = "acc",
+    mode: Annotated[str, typer.Option("--mode", help="max or min.")] = "max",
+    searcher: Annotated[str, typer.Option("--searcher", help="optuna (TPE, seeded) or random.")] = "optuna",
+    final_seeds: Annotated[int, typer.Option("--final-seeds", min=1, help="Fresh seeds for the final runs.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Tuning seed (final runs use SEED+1...).")] = 0,
+    workers: WorkersOpt = 2,
+    ray_address: RayAddressOpt = None,
+    cpus_per_run: CpusOpt = 1.0,
+    set_: SetOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for tune.json, best-config.json and Ray Tune's files.")
+    ] = Path("perennial-tune"),
+    quiet: QuietOpt = False,
+) -> None:
+    """Tune hyperparameters with Ray Tune without peeking at the reported stream, then run the best on it.
+
+    Example: perennial tune -s replay --space train.lr=loguniform:1e-4:1e-2 --space strategy.buffer_size=choice:100,200,500 --trials 16 --workers 2
+
+    The search never scores on the test data of the stream it reports (docs/scale-out.md, protocol).
+    """
+    from perennial.config import build_config
+
+    with errors_to_exit(f"--store {store}"):
+        from perennial.scale import tune as tuning
+
+        dims = tuning.parse_space(space)
+        base = build_config(
+            config, set_ or (), benchmark=benchmark, strategy=strategy, scenario=scenario, seed=seed, model=model
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+        def on_final(label: str, rec: Any) -> None:
+            if not quiet:
+                err.print(
+                    f"final {label} seed {rec.seed}: acc {_pct((rec.metrics or {}).get('acc')).strip()}%", markup=False
+                )
+
+        res = tuning.tune(
+            base,
+            dims,
+            trials=trials,
+            workers=workers,
+            protocol=protocol,
+            k=k,
+            val_fraction=val_fraction,
+            metric=metric,
+            mode=mode,
+            searcher=searcher,
+            final_seeds=final_seeds,
+            cpus_per_run=cpus_per_run,
+            address=ray_address,
+            storage=out_dir / "ray",
+            store=_store(store),
+            on_final=on_final,
+        )
+        _write_json(out_dir / "tune.json", res.to_dict())
+        _write_json(out_dir / "best-config.json", res.best_config)
+        if not quiet:
+            t = Table(
+                title=f"{len(res.trials)} trials ({res.metric}, {res.mode}) — {res.protocol}", title_justify="left"
+            )
+            for d in dims:
+                t.add_column(d.key, justify="right")
+            t.add_column(res.metric, justify="right")
+            for tr in sorted(
+                res.trials,
+                key=lambda x: -(x.get(res.metric) or -1e9) if res.mode == "max" else (x.get(res.metric) or 1e9),
+            ):
+                t.add_row(
+                    *[str(tr["params"].get(d.key)) for d in dims],
+                    _num(tr.get(res.metric), digits=4) if res.metric in tr else "failed",
+                )
+            out.print(t)
+            row = res.final.rows[0]
+            out.print(f"chosen: {', '.join(f'{k}={v}' for k, v in res.best_params.items())}", markup=False)
+            out.print(
+                f"final runs (full stream, seeds {res.final_seeds}): acc {_pct(row['acc_mean'], row['acc_sem'])}%, "
+                f"forgetting {_pct(row['forgetting_mean'], row['forgetting_sem'])}%",
+                markup=False,
+            )
+            out.print(res.protocol_text, style="dim", markup=False, soft_wrap=True)
+            out.print(
+                f"written: {out_dir / 'tune.json'}, {out_dir / 'best-config.json'} (use with --config)", markup=False
+            )
+
+
+def _pool(
+    workers: int,
+    address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    retries: int,
+    checkpoint_dir: str | None,
+) -> Any:
+    """None (runs in this process) for --workers 1 without --ray-address, else a Ray pool."""
+    from perennial.errors import DistributedError
+
+    if workers < 1:
+        raise DistributedError(f"--workers must be at least 1, got {workers} (1: in this process; N > 1: on Ray)")
+    if workers == 1 and address is None:
+        return None
+    from perennial.scale.ray_runs import RayPool
+
+    def on_failure(label: str, cfg: Any, error: str, attempt: int, retry: bool) -> None:
+        then = f"retrying from its last checkpoint (attempt {attempt + 1})" if retry else "giving up"
+        err.print(f"run {label} seed {cfg.seed} failed: {error}; {then}", style="yellow", markup=False, soft_wrap=True)
+
+    return RayPool(
+        workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        retries=retries,
+        checkpoint_root=checkpoint_dir,
+        on_failure=on_failure,
+    )
+
+
+def _report_failed(failed: list[tuple[str, str, str]], store: Path) -> None:
+    for label, run_id, error in failed:
+        err.print(
+            f"run {run_id} ({label}) failed: {error}; continue it with: perennial resume {run_id} --store {store}",
+            style="bold red",
+            markup=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(1)
 
 
 def _command_line() -> str:
@@ -957,6 +1266,54 @@ def report_cmd(
 
         path = write_report(_store(store), list(dict.fromkeys(ids)), out_dir, title=title)
         out.print(f"report: {path}")
+
+
+@app.command("export")
+def export_cmd(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (see: perennial runs).")] = None,
+    to: Annotated[str, typer.Option("--to", help="mlflow, tensorboard or csv.")] = "csv",
+    dest: Annotated[
+        str | None,
+        typer.Option(
+            "--dest",
+            "-o",
+            help="mlflow: tracking URI (default sqlite:///mlflow.db); tensorboard/csv: folder (default perennial-export).",
+        ),
+    ] = None,
+    mlflow_experiment: MlflowExpOpt = "perennial",
+    from_json: Annotated[
+        Path | None, typer.Option("--from", help="Take the run ids from a compare --json / run --json file.")
+    ] = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+) -> None:
+    """Export stored runs to MLflow, TensorBoard event files or CSV files.
+
+    Example: perennial export RUN_ID [RUN_ID ...] --to mlflow --dest sqlite:///mlflow.db
+
+    Example: perennial export --from cmp.json --to tensorboard --dest tb   (then: tensorboard --logdir tb)
+    """
+    with errors_to_exit():
+        ids = list(run_ids or [])
+        if from_json is not None:
+            ids += _ids_from_json(from_json)
+        if not ids:
+            raise ConfigError([("RUN_ID", "give at least one run id (see: perennial runs) or --from FILE")])
+        if to not in ("mlflow", "tensorboard", "csv"):
+            raise ConfigError([("--to", f"{to!r} is not one of mlflow, tensorboard, csv")])
+        from perennial import tracking
+
+        st = _store(store)
+        recs = [st.get(rid) for rid in dict.fromkeys(ids)]  # unknown ids fail before anything is written
+        if to == "mlflow":
+            uri = dest or "sqlite:///mlflow.db"
+            tracking.export_mlflow(recs, uri, mlflow_experiment)
+            out.print(f"{len(recs)} run(s) logged to MLflow at {uri} (experiment {mlflow_experiment!r})", markup=False)
+        elif to == "tensorboard":
+            paths = tracking.export_tensorboard(recs, dest or "perennial-export")
+            out.print(f"{len(paths)} run(s) written; view with: tensorboard --logdir {dest or 'perennial-export'}")
+        else:
+            path = tracking.export_csv(recs, dest or "perennial-export")
+            out.print(f"{len(recs)} run(s) written: {path} (and one folder per run beside it)", markup=False)
 
 
 def _ids_from_json(path: Path) -> list[str]:

@@ -67,6 +67,14 @@ class CheckpointError(PerennialError):
     """A checkpoint is missing, corrupted or belongs to another run/config."""
 
 
+class TrackingError(PerennialError):
+    """An experiment tracker (MLflow, TensorBoard, CSV export) cannot be reached or written."""
+
+
+class DistributedError(PerennialError):
+    """Scale-out (Ray workers, torchrun ranks) cannot start or continue as asked."""
+
+
 class RunInterrupted(PerennialError):
     """A run stopped on request (SIGINT/SIGTERM) after saving a checkpoint; resume it later."""
 

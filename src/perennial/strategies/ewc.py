@@ -221,6 +221,10 @@ class EWC(Strategy):
     gradients, which are tiny once the model fits its data, hence the large lambda. It was
     chosen for 5-experience streams of 20 epochs; for long streams or short training lower it
     (and use ``scale="mean"`` so that it does not grow with the stream).
+
+    Data-parallel (``--nproc N``): the Fisher is computed by every rank from the whole
+    experience with the same (synchronised) weights, so it is identical on every rank and needs
+    no reduction across ranks (docs/scale-out.md).
     """
 
     summary = "elastic weight consolidation (diagonal Fisher penalty)"

@@ -61,6 +61,10 @@ class Replay(Rehearsal):
     Ven et al. 2022, since our MNIST subset has 400 training images per class); a replay batch
     as large as the training batch (ER as in Chaudhry et al.). No ratio (buffer mode); Ibrahim
     et al. found 1-5% enough for a weak shift, ~25% for a strong one.
+
+    Data-parallel (``--nproc N``): the buffer is *sharded*, not reduced: each rank fills its own
+    buffer from its shard of every batch and replays from it (``N x buffer_size`` samples over
+    all ranks; docs/scale-out.md). Ratio mode draws from the full earlier data on every rank.
     """
 
     summary = "experience replay from a reservoir, class-balanced or herding buffer (optional power-law schedule), or ratio mixing"

@@ -31,6 +31,7 @@ from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunI
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
 from perennial.train.contract import prepare_model
+from perennial.train.distributed import Distributed, check_world, data_parallel
 from perennial.train.evaluate import EvalPolicy, evaluate_row
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
@@ -273,6 +274,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     timescales: Timescales | None = None,
     eval_policy: EvalPolicy | None = None,
+    dist: Distributed | None = None,
 ) -> FitResult:
     """Train ``model`` on every experience of ``stream`` in order with ``strategy``.
 
@@ -285,7 +287,9 @@ def fit(
     experience boundary and when ``should_stop()`` turns true (then :class:`RunInterrupted`
     is raised). ``resume`` is such a payload: training continues exactly where it was taken.
     ``timescales`` gives parameter groups their own learning-rate multipliers and adds EMA
-    copies of the model (:mod:`perennial.train.timescales`).
+    copies of the model (:mod:`perennial.train.timescales`). ``dist`` trains data-parallel
+    over torchrun ranks: each rank trains on its shard of every batch and gradients are averaged
+    (:mod:`perennial.train.distributed`).
     """
     s = settings or TrainSettings()
     policy = eval_policy or EvalPolicy()
@@ -303,7 +307,7 @@ def fit(
     model.train()
     stream = stream.to(device)
     ctx = Context(model=model, stream=stream, device=device, seed=seed, batch_size=s.batch_size)
-    strategy = with_teachers(strategy, timescales)
+    strategy = data_parallel(with_teachers(strategy, timescales), dist)
     ctx.strategy = strategy
     strategy.setup(ctx)
     # Phases may freeze parameters: every optimizer is built with the trainability at fit
@@ -325,6 +329,7 @@ def fit(
         for cb in callbacks:
             cb.on_fit_start(ctx, st.b_acc, st.b_loss)
     else:
+        check_world(resume, dist)
         st = _restore(resume, model, optimizer, strategy, callbacks, device)
         ctx.step = st.step
         ctx.seen_classes = tuple(st.seen_classes)
@@ -334,6 +339,7 @@ def fit(
     def payload() -> dict[str, Any]:
         return {
             "format": PAYLOAD_FORMAT,
+            "world_size": 1 if dist is None else dist.world_size,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "strategy": strategy.state_dict(),
@@ -387,6 +393,8 @@ def fit(
         n = len(data)
         per_epoch, total = steps_for(n, se)
         ctx.steps_in_experience = total
+        if dist is not None:  # ranks must take the same steps (e.g. a rank-local train_split would not)
+            dist.check_same(total, f"optimizer steps in experience {exp.index}")
         order_gen = torch.Generator().manual_seed(ctx.seed_for("order", exp.index))
         if mid:
             if fingerprint(data) != st.data_fingerprint:
@@ -412,6 +420,8 @@ def fit(
                 st.perm, st.order_state = perm, order_gen.get_state()
             ctx.epoch = k // per_epoch
             idx = perm[pos * s.batch_size : (pos + 1) * s.batch_size]
+            if dist is not None:  # data-parallel: this rank's shard of the global batch
+                idx = dist.shard(idx)
             batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
             batch = strategy.prepare_batch(ctx, batch)
 
@@ -448,6 +458,8 @@ def fit(
         apply_freeze(model, trainable, ())
 
         strategy.after_experience(ctx)
+        if dist is not None:
+            dist.check_in_sync(model)
         t0 = time.perf_counter()
         acc, losses = evaluate_row(ctx, strategy, s.eval_batch_size, policy, exp.index)
         st.eval_seconds += time.perf_counter() - t0
