@@ -29,6 +29,7 @@ from perennial.models import generate as sample_tokens
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
+from perennial.streams.corruptions import TTA_BENCHMARKS
 from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, fit
 
 
@@ -350,7 +351,7 @@ def _fit_in_store(
     finally:
         if eval_writer is not None:
             eval_writer.close()
-    if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
+    if stream.kind == "lm" or cfg.benchmark.name in TTA_BENCHMARKS:  # kept for generate / adapt (and model.init)
         store.save_model(run_id, model_payload(cfg, stream, model))
     metrics = _metrics(result, stream.kind)
     if evaluator is not None:
