@@ -147,7 +147,6 @@ BENCHMARKS.add(
 )
 
 
-
 def _clean_source(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., Stream]:
     """The clean training data of a corrupted test-time-adaptation benchmark: one experience, all classes."""
 

@@ -201,6 +201,7 @@ def adapt_metrics(r: AdaptResult) -> dict[str, Any]:
     out: dict[str, Any] = {
         "error": mean(r.batch_error),
         "source_error": mean(r.source_batch_error),
+        "domains": list(r.domains),
         "error_per_domain": {name: mean(r.batch_error, dom == i) for i, name in enumerate(r.domains)},
         "source_error_per_domain": (
             {name: mean(r.source_batch_error, dom == i) for i, name in enumerate(r.domains)}
