@@ -61,7 +61,8 @@ def _impulse_noise(x: Images, s: int, rng: np.random.Generator) -> Images:
 
 
 def _scale(x: Images) -> float:
-    """Spatial parameters are given for 28-pixel images and scaled to the images' size."""
+    """Spatial parameters are given for 28-pixel images and scaled to the images' size (blurs
+    keep a radius of at least one pixel, so on 8x8 images the lower severities coincide)."""
     return x.shape[-1] / 28.0
 
 
@@ -81,7 +82,7 @@ def _disk(radius: float) -> np.ndarray:
 
 
 def _defocus_blur(x: Images, s: int, rng: np.random.Generator) -> Images:
-    k = _disk((1.0, 1.5, 2.0, 2.6, 3.2)[s - 1] * _scale(x))
+    k = _disk(max(1.0, (1.0, 1.5, 2.0, 2.6, 3.2)[s - 1] * _scale(x)))  # at least the 4 neighbours
     return _per_image(x, lambda im, _: ndimage.convolve(im, k, mode="constant"))
 
 
