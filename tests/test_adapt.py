@@ -31,6 +31,7 @@ from perennial.streams.corruptions import CORRUPTIONS, build_tta_stream, corrupt
 from perennial.train.adapt import adapt
 
 runner = CliRunner()
+SMALL_REPORT = ["--samples-per-domain", "30", "--report"]
 THREE = ["gaussian_noise", "contrast", "defocus_blur"]
 
 
@@ -89,7 +90,7 @@ def test_stream_shapes_and_orders(tmp_path):
     iid = build_tta_stream("digits-c", corruptions=THREE[:1])
     assert not bool((iid.domains[0].y[1:] >= iid.domains[0].y[:-1]).all())
     # a folder of .npz domains (e.g. CIFAR-10-C converted) works the same way
-    for i, name in enumerate(["a_fog", "b_snow"]):
+    for name in ["a_fog", "b_snow"]:
         np.savez(tmp_path / f"{name}.npz", x=np.random.rand(30, 1, 8, 8).astype(np.float32), y=np.arange(30) % 10)
     u = build_tta_stream("npz-dir", path=tmp_path, shape="repeated", rounds=2, order="class")
     assert [d.name for d in u.domains] == ["a_fog-r0", "b_snow-r0", "a_fog-r1", "b_snow-r1"]
@@ -213,8 +214,19 @@ def test_cli_adapt_json_grid_and_report(source, tmp_path):
     assert m["error"] < m["source_error"] and set(m["error_per_domain"]) == {f"{c}-5" for c in THREE}
     r = runner.invoke(
         app,
-        [*base, "--method", "source,bn", "--seeds", "2", "--shape", "repeated", "--rounds", "2"]
-        + ["--samples-per-domain", "30", "--report", str(tmp_path / "rep")],
+        [
+            *base,
+            "--method",
+            "source,bn",
+            "--seeds",
+            "2",
+            "--shape",
+            "repeated",
+            "--rounds",
+            "2",
+            *SMALL_REPORT,
+            str(tmp_path / "rep"),
+        ],
     )
     assert r.exit_code == 0, r.output
     assert "source error" in r.output and "bn" in r.output
@@ -255,7 +267,7 @@ def test_prepare_validates_before_anything_is_built(source):
 @pytest.mark.slow
 def test_cli_sigkill_then_resume_is_bit_identical(source, tmp_path):
     _, rid, root = source
-    args = ["adapt", "--source", rid, "-b", "digits-c", "--method", "cotta", "--param", "n_augment=2", "-q"]
+    args = ["adapt", "--source", rid, "-b", "digits-c", "--method", "rmt", "-q", "--samples-per-domain", "200"]
     args += ["--shape", "repeated", "--rounds", "2", "--corruptions", ",".join(THREE), "--batch-size", "16"]
     args += ["--store", str(root)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -267,10 +279,10 @@ def test_cli_sigkill_then_resume_is_bit_identical(source, tmp_path):
     while time.time() < deadline and p.poll() is None and run_id is None:
         for r in RunStore(root).list():
             d = root / "checkpoints" / r.run_id
-            if r.run_id not in before and d.is_dir() and any(int(f.name[5:14]) >= 60 for f in d.glob("ckpt-*.pt")):
+            if r.run_id not in before and d.is_dir() and any(int(f.name[5:14]) >= 40 for f in d.glob("ckpt-*.pt")):
                 run_id = r.run_id
         time.sleep(0.05)
-    assert run_id is not None and p.poll() is None, "the run ended before a checkpoint at batch 60"
+    assert run_id is not None and p.poll() is None, "the run ended before a checkpoint at batch 40"
     p.send_signal(signal.SIGKILL)
     p.wait(30)
     assert RunStore(root).get(run_id).status == "running"  # killed: nothing marked it
