@@ -212,6 +212,10 @@ def test_cli_adapt_json_grid_and_report(source, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads(out.read_text())["metrics"]
     assert m["error"] < m["source_error"] and set(m["error_per_domain"]) == {f"{c}-5" for c in THREE}
+    shown = runner.invoke(app, ["show", json.loads(out.read_text())["run_id"], "--store", str(root)])
+    assert shown.exit_code == 0 and "contrast-5" in shown.output and "mean" in shown.output
+    again = runner.invoke(app, ["resume", json.loads(out.read_text())["run_id"], "--store", str(root)])
+    assert again.exit_code == 2 and "already finished" in again.output
     r = runner.invoke(
         app,
         [

@@ -288,6 +288,10 @@ def resume(
     rec = store.get(run_id)
     if rec.status == "finished":
         raise CheckpointError(f"run {run_id!r} already finished; see: perennial show {run_id}")
+    if "adapt" in rec.config:
+        raise CheckpointError(
+            f"run {run_id!r} is a test-time adaptation run; continue it with: perennial adapt --resume {run_id}"
+        )
     try:
         cfg = RunConfig.model_validate(rec.config)
     except ValidationError as e:

@@ -762,6 +762,16 @@ def show(
             out.print(_loss_table(rec))
             if rec.metrics:
                 out.print(_lm_metrics_table(rec.metrics))
+        elif "adapt" in rec.config:  # test-time adaptation: online error per domain
+            m = rec.metrics or {}
+            t = Table(title=f"online error (%) per domain — {rec.run_id}", title_justify="left")
+            for col in ("domain", rec.strategy, "source"):
+                t.add_column(col, justify="left" if col == "domain" else "right", no_wrap=True)
+            for d in m.get("domains") or []:
+                t.add_row(d, _pct(m["error_per_domain"].get(d)), _pct(m.get("source_error_per_domain", {}).get(d)))
+            if m:
+                t.add_row("mean", _pct(m.get("error")), _pct(m.get("source_error")), style="bold")
+            out.print(t)
         else:
             out.print(_matrix_table(rec))
             metrics = {**(rec.metrics or {}), **rec.continual_metrics()}

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import Tensor
 
 from perennial.errors import ConfigError, DataError, UnknownNameError
@@ -39,6 +38,12 @@ Images = np.ndarray  # (N, C, H, W) float32 in [0, 1]
 SEVERITIES = (1, 2, 3, 4, 5)
 SHAPES = ("continual", "gradual", "repeated")
 ORDERS = ("iid", "class")
+
+
+def _nd():  # scipy.ndimage, imported when a corruption is first made (keeps `import perennial` light)
+    from scipy import ndimage
+
+    return ndimage
 
 
 def _gaussian_noise(x: Images, s: int, rng: np.random.Generator) -> Images:
@@ -83,7 +88,7 @@ def _disk(radius: float) -> np.ndarray:
 
 def _defocus_blur(x: Images, s: int, rng: np.random.Generator) -> Images:
     k = _disk(max(1.0, (1.0, 1.5, 2.0, 2.6, 3.2)[s - 1] * _scale(x)))  # at least the 4 neighbours
-    return _per_image(x, lambda im, _: ndimage.convolve(im, k, mode="constant"))
+    return _per_image(x, lambda im, _: _nd().convolve(im, k, mode="constant"))
 
 
 def _motion_blur(x: Images, s: int, rng: np.random.Generator) -> Images:
@@ -93,8 +98,8 @@ def _motion_blur(x: Images, s: int, rng: np.random.Generator) -> Images:
     def blur(im: np.ndarray, i: int) -> np.ndarray:
         k = np.zeros((length, length), np.float32)
         k[length // 2, :] = 1.0  # a horizontal line, rotated to the image's angle
-        k = ndimage.rotate(k, angles[i], reshape=False, order=1)
-        return ndimage.convolve(im, k / max(k.sum(), 1e-6), mode="constant")
+        k = _nd().rotate(k, angles[i], reshape=False, order=1)
+        return _nd().convolve(im, k / max(k.sum(), 1e-6), mode="constant")
 
     return _per_image(x, blur)
 
@@ -151,9 +156,9 @@ def _elastic(x: Images, s: int, rng: np.random.Generator) -> Images:
     fields = rng.uniform(-1.0, 1.0, (x.shape[0], 2, h, w)).astype(np.float32)
 
     def warp(im: np.ndarray, i: int) -> np.ndarray:
-        dy = ndimage.gaussian_filter(fields[i, 0], sigma) * alpha
-        dx = ndimage.gaussian_filter(fields[i, 1], sigma) * alpha
-        return ndimage.map_coordinates(im, [yy + dy, xx + dx], order=1, mode="constant")
+        dy = _nd().gaussian_filter(fields[i, 0], sigma) * alpha
+        dx = _nd().gaussian_filter(fields[i, 1], sigma) * alpha
+        return _nd().map_coordinates(im, [yy + dy, xx + dx], order=1, mode="constant")
 
     return _per_image(x, warp)
 
@@ -161,14 +166,14 @@ def _elastic(x: Images, s: int, rng: np.random.Generator) -> Images:
 def _rotation(x: Images, s: int, rng: np.random.Generator) -> Images:
     deg = (15.0, 25.0, 35.0, 45.0, 60.0)[s - 1]
     angles = deg * rng.choice([-1.0, 1.0], x.shape[0])
-    return _per_image(x, lambda im, i: ndimage.rotate(im, angles[i], reshape=False, order=1, mode="constant"))
+    return _per_image(x, lambda im, i: _nd().rotate(im, angles[i], reshape=False, order=1, mode="constant"))
 
 
 def _translation(x: Images, s: int, rng: np.random.Generator) -> Images:
     dist = (3.0, 4.5, 6.0, 7.5, 9.0)[s - 1] * _scale(x)
     phi = rng.uniform(0.0, 2 * math.pi, x.shape[0])
     return _per_image(
-        x, lambda im, i: ndimage.shift(im, (dist * math.sin(phi[i]), dist * math.cos(phi[i])), order=1, mode="constant")
+        x, lambda im, i: _nd().shift(im, (dist * math.sin(phi[i]), dist * math.cos(phi[i])), order=1, mode="constant")
     )
 
 
