@@ -10,8 +10,19 @@ import perennial
 ROOT = Path(perennial.__file__).parent
 #: lowest first; "errors", "registry" and "seeding" are shared foundations usable from anywhere
 LAYERS = [
-    "streams", "models", "evaluation", "memory", "strategies", "adaptation", "train", "store", "config", "api",
-    "adapt_api", "report", "cli",
+    "streams",
+    "models",
+    "evaluation",
+    "memory",
+    "strategies",
+    "adaptation",
+    "train",
+    "store",
+    "config",
+    "api",
+    "adapt_api",
+    "report",
+    "cli",
 ]
 BASE = {"errors", "registry", "seeding", "__init__", "__main__"}
 

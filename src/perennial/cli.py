@@ -856,6 +856,15 @@ def list_benchmarks(
         )
 
 
+@list_app.command("methods")
+def list_methods(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add a description.")] = False) -> None:
+    """Test-time adaptation methods (perennial adapt --method)."""
+    from perennial.adaptation import ADAPTERS
+
+    for name, cls in ADAPTERS.items():
+        out.print(f"{name:<8} {cls.summary}" if verbose else name, markup=False, soft_wrap=True)
+
+
 @list_app.command("models")
 def list_models(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add a description.")] = False) -> None:
     """Model builders."""
