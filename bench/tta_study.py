@@ -63,12 +63,24 @@ def main() -> None:
     ap.add_argument("--rdumb-reset", type=int, default=50, help="RDumb: batches between resets")
     ap.add_argument("--json", type=Path, default=Path("bench/results/tta_study.json"))
     ap.add_argument("--doc", type=Path, default=Path("docs/test-time-adaptation.md"))
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="run only these experiments (comma-separated: continual,repeated,sorted); the others' results are "
+        "taken from --json (same arguments), and the doc is rewritten from all of them",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else {"continual", "repeated", "sorted"}
     torch.set_num_threads(1)
     names = list(CORRUPTIONS)
     rep = names if args.repeat_corruptions == "all" else names[: int(args.repeat_corruptions)]
     t0 = time.time()
     results: dict[str, dict[str, list[dict[str, Any]]]] = {"continual": {}, "repeated": {}, "sorted": {}}
+    minutes_before = 0.0
+    if args.only:
+        old = json.loads(args.json.read_text())
+        results.update({k: v for k, v in old["results"].items() if k not in only})
+        minutes_before = old.get("minutes", 37.0)  # the first committed run (before this key) took 37 min
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(tmp)
         for seed in range(args.seeds):
@@ -84,6 +96,8 @@ def main() -> None:
                 "sorted": (SORTED, {"shape": "continual", "order": "class"}),
             }
             for exp, (methods, opts) in exps.items():
+                if exp not in only:
+                    continue
                 for m in methods:
                     params: dict[str, Any] = {"reset_every": args.rdumb_reset} if m == "rdumb" else {}
                     if m == "cotta":
@@ -109,10 +123,10 @@ def main() -> None:
                         flush=True,
                     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({"args": vars(args) | {"json": str(args.json), "doc": str(args.doc)}, "results": results}, indent=1)
-    )
-    write_doc(args, results, rep, time.time() - t0)
+    seconds = time.time() - t0 + 60 * minutes_before
+    meta = vars(args) | {"json": str(args.json), "doc": str(args.doc)}
+    args.json.write_text(json.dumps({"args": meta, "minutes": seconds / 60, "results": results}, indent=1))
+    write_doc(args, results, rep, seconds)
 
 
 def err(results: dict[str, Any], exp: str, m: str, key: str = "error") -> list[float]:
@@ -123,7 +137,9 @@ def write_doc(args: argparse.Namespace, res: dict[str, Any], rep: list[str], sec
     lines = [
         f"Measured by `python bench/tta_study.py --seeds {args.seeds} --samples {args.samples} --rounds {args.rounds} "
         f"--repeat-corruptions {args.repeat_corruptions} --repeat-samples {args.repeat_samples} --rdumb-reset {args.rdumb_reset} "
-        f"--cotta-augment {args.cotta_augment}` in {seconds / 60:.0f} min "
+        f"--cotta-augment {args.cotta_augment}`"
+        + (f" (then `--only {args.only}` to re-run those parts)" if args.only else "")
+        + f" in {seconds / 60:.0f} min "
         "(CPU, 1 thread). Errors in %, mean ± s.e.m. over seeds (each seed: its own source model and sample order). "
         f"Clean test accuracy of the source models: {fmt([r['clean_acc'] for r in res['continual']['source']])} %.",
         "",

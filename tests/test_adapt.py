@@ -87,6 +87,11 @@ def test_stream_shapes_and_orders(tmp_path):
     c = build_tta_stream("digits-c", order="class", corruptions=THREE[:1])
     y = c.domains[0].y
     assert bool((y[1:] >= y[:-1]).all()) and len(torch.unique(y)) == 10
+    # a capped class-sorted domain is a random subset, then sorted: every class, same samples as i.i.d.
+    cs = build_tta_stream("digits-c", order="class", corruptions=THREE[:1], samples_per_domain=100)
+    ci = build_tta_stream("digits-c", order="iid", corruptions=THREE[:1], samples_per_domain=100)
+    assert len(torch.unique(cs.domains[0].y)) == 10
+    assert sorted(cs.domains[0].y.tolist()) == sorted(ci.domains[0].y.tolist())
     iid = build_tta_stream("digits-c", corruptions=THREE[:1])
     assert not bool((iid.domains[0].y[1:] >= iid.domains[0].y[:-1]).all())
     # a folder of .npz domains (e.g. CIFAR-10-C converted) works the same way

@@ -274,10 +274,12 @@ TTA_BENCHMARKS = {
 }
 
 
-def _order(y: np.ndarray, order: str, seed: int) -> np.ndarray:
+def _order(y: np.ndarray, order: str, seed: int, n: int | None = None) -> np.ndarray:
+    """Indices of the domain's samples in test order: a random subset of ``n`` (all by default),
+    shuffled, or sorted by label for ``order="class"`` (a fixed shuffle inside each class)."""
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(y))
-    if order == "class":  # sorted by label (stable: a fixed shuffle inside each class)
+    perm = rng.permutation(len(y))[:n]
+    if order == "class":
         perm = perm[np.argsort(y[perm], kind="stable")]
     return perm
 
@@ -336,11 +338,7 @@ def build_tta_stream(
     for i, (c, s, r) in enumerate(plan):
         if (c, s) not in cache:
             cache[(c, s)] = corrupt(x, c, s)
-        perm = _order(y, order, derive_seed(seed, "tta-order", i))
-        if samples_per_domain is not None:
-            perm = perm[:samples_per_domain]
-            if order == "class":
-                perm = perm[np.argsort(y[perm], kind="stable")]
+        perm = _order(y, order, derive_seed(seed, "tta-order", i), samples_per_domain)
         name = f"{c}-{s}" + (f"-r{r}" if shape == "repeated" else "")
         domains.append(
             Domain(
@@ -385,11 +383,7 @@ def _npz_stream(
     domains = []
     for r in range(n_rounds):
         for j, (name, xs, ys) in enumerate(base):
-            perm = _order(ys, order, derive_seed(seed, "tta-order", r * len(base) + j))
-            if samples_per_domain is not None:
-                perm = perm[:samples_per_domain]
-                if order == "class":
-                    perm = perm[np.argsort(ys[perm], kind="stable")]
+            perm = _order(ys, order, derive_seed(seed, "tta-order", r * len(base) + j), samples_per_domain)
             domains.append(
                 Domain(
                     name + (f"-r{r}" if shape == "repeated" else ""),
