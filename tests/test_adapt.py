@@ -300,3 +300,16 @@ def test_cli_sigkill_then_resume_is_bit_identical(source, tmp_path):
     assert subprocess.run([sys.executable, "-m", "perennial", *cmd], env=env).returncode == 0
     a, b = json.loads(ref.read_text())["metrics"], json.loads(got.read_text())["metrics"]
     assert a["curve"] == b["curve"] and a["error"] == b["error"] and a["error_per_round"] == b["error_per_round"]
+
+
+def test_resnet_source_with_every_norm_method():
+    torch.manual_seed(0)
+    model = build_model("resnet", (1, 8, 8), 10)
+    stream = build_tta_stream("digits-c", corruptions=THREE[:1], samples_per_domain=64)
+    before = [p.clone() for p in model.parameters()]
+    res = adapt(model, stream, make_adapter("tent", {"lr": 1e-2}), batch_size=32)
+    assert res.metrics["n_batches"] == 2
+    changed = [n for (n, p), b in zip(model.named_parameters(), before, strict=True) if not torch.equal(p, b)]
+    assert changed and all(".bn" in n or n.startswith("body.1.") or "shortcut.1" in n for n in changed), changed
+    with pytest.raises(ValueError, match="images of shape"):
+        build_model("resnet", (40,), 10)
