@@ -2,7 +2,7 @@
 #   make demo    install, then run the main job (compare 5 strategies on split-mnist, 3 seeds)
 #   make test    install, then run the test suite
 #   make lint    ruff check + format check
-#   make bench   speed benchmarks (bench/overhead.py, continual_eval_overhead.py, lm_throughput.py, ema_overhead.py)
+#   make bench   speed benchmarks (bench/overhead.py, continual_eval_overhead.py, lm_throughput.py, ema_overhead.py, tta_overhead.py)
 #   make reproduce  the strategy table of docs/results.md (bench/reproduce.py, about an hour on 2 cores)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/continual_eval_overhead.py --json bench/results/continual_eval_overhead.json
 	$(BIN)/python bench/lm_throughput.py --json bench/results/lm_throughput.json
 	$(BIN)/python bench/ema_overhead.py --json bench/results/ema_overhead.json
+	$(BIN)/python bench/tta_overhead.py --json bench/results/tta_overhead.json
 
 reproduce: $(STAMP)
 	$(BIN)/python bench/reproduce.py

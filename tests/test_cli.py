@@ -93,6 +93,8 @@ def test_list_commands():
     assert {"naive", "joint", "cumulative", "replay", "ewc", "online-ewc", "lwf"} <= set(names)
     r = invoke("list", "benchmarks")
     assert r.output.split() == [
+        "digits-c",
+        "mnist-c",
         "npz-dir",
         "permuted-mnist",
         "split-digits",
@@ -100,7 +102,18 @@ def test_list_commands():
         "split-mnist1d",
         "text-domains",
     ]
-    assert {"mlp", "cnn", "gpt", "tiny-gpt"} <= set(invoke("list", "models").output.split())
+    assert {"mlp", "cnn", "gpt", "tiny-gpt", "cnn-bn", "resnet"} <= set(invoke("list", "models").output.split())
+    assert invoke("list", "methods").output.split() == [
+        "bn",
+        "cotta",
+        "eata",
+        "lame",
+        "rdumb",
+        "rmt",
+        "sar",
+        "source",
+        "tent",
+    ]
 
 
 def test_list_strategies_shows_every_registered_name_and_its_scenarios():

@@ -161,7 +161,10 @@ def test_from_experiences_infers_domain_for_shared_labels():
         from_experiences([dict(x_train=xtr, y_train=ytr)])
 
 
-@pytest.mark.parametrize("name", [n for n in BENCHMARKS.names() if n != "npz-dir" and BENCHMARKS.get(n).kind != "lm"])
+@pytest.mark.parametrize(
+    "name",
+    [n for n in BENCHMARKS.names() if n not in ("npz-dir", "mnist-c", "digits-c") and BENCHMARKS.get(n).kind != "lm"],
+)
 def test_builtin_benchmarks_build_deterministically(name):
     a, b = build_benchmark(name), build_benchmark(name)
     assert len(a) == 5
@@ -170,6 +173,12 @@ def test_builtin_benchmarks_build_deterministically(name):
     total_train = sum(len(e.train) for e in a)
     expected = {"split-mnist": 4000, "permuted-mnist": 5 * 4000, "split-digits": 1438, "split-mnist1d": 4000}
     assert total_train == expected[name]
+
+
+@pytest.mark.parametrize("name,n_train", [("mnist-c", 4000), ("digits-c", 1438)])
+def test_tta_source_benchmarks_are_one_clean_experience(name, n_train):
+    s = build_benchmark(name)
+    assert len(s) == 1 and len(s[0].train) == n_train and s[0].classes == tuple(range(10))
 
 
 def test_split_mnist_facts():

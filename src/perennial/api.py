@@ -30,6 +30,7 @@ from perennial.resources import apply_threads
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
+from perennial.streams.corruptions import TTA_BENCHMARKS
 from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, eval_policy, fit
 
 
@@ -303,6 +304,10 @@ def resume(
     rec = store.get(run_id)
     if rec.status == "finished":
         raise CheckpointError(f"run {run_id!r} already finished; see: perennial show {run_id}")
+    if "adapt" in rec.config:
+        raise CheckpointError(
+            f"run {run_id!r} is a test-time adaptation run; continue it with: perennial adapt --resume {run_id}"
+        )
     try:
         cfg = RunConfig.model_validate(rec.config)
     except ValidationError as e:
@@ -379,7 +384,9 @@ def _fit_in_store(
                 **({"dist": dist} if dist is not None else {}),
             )
             _stop_if_asked(should_stop, "after the final evaluation")
-            if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
+            if (
+                stream.kind == "lm" or cfg.benchmark.name in TTA_BENCHMARKS
+            ):  # kept for generate / adapt (and model.init)
                 store.save_model(run_id, model_payload(cfg, stream, model))
             metrics = _metrics(result, stream.kind)
             if evaluator is not None:

@@ -1010,6 +1010,139 @@ def _variants(names: list[str], sweeps: list[str]) -> list[tuple[str, str, list[
 
 
 @app.command()
+def adapt(
+    source: Annotated[
+        str | None, typer.Option("--source", help="Run id of the source model (perennial run -b mnist-c -m cnn-bn).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Or a saved model file (<store>/models/RUN_ID.pt).")
+    ] = None,
+    benchmark: Annotated[
+        str, typer.Option("--benchmark", "-b", help="mnist-c, digits-c, or npz-dir (with --path).")
+    ] = "mnist-c",
+    path: Annotated[Path | None, typer.Option("--path", help="npz-dir: a folder of .npz domains (x, y).")] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method", help="Comma-separated: source, bn, tent, eata, sar, cotta, rmt, lame, rdumb (several: a grid)."
+        ),
+    ] = "tent",
+    shape: Annotated[
+        str, typer.Option("--shape", help="continual (severity 5, one after another), gradual (1-5-1), repeated.")
+    ] = "continual",
+    corruptions: Annotated[
+        str | None, typer.Option("--corruptions", help="Comma-separated corruption names (default: all 12).")
+    ] = None,
+    severity: Annotated[int, typer.Option("--severity", help="Severity 1-5 (continual and repeated).")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds of the repeated sequence.")] = 10,
+    order: Annotated[
+        str, typer.Option("--order", help="iid (shuffled) or class (sorted by label: non-i.i.d.).")
+    ] = "iid",
+    samples: Annotated[
+        int | None, typer.Option("--samples-per-domain", help="Cap each domain (default: the whole test set).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Test batch size.")] = 64,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="Method hyperparameter KEY=VALUE, e.g. --param lr=1e-4.")
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per method (sample order).")] = 1,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="First seed.")] = 0,
+    resume_id: Annotated[
+        str | None, typer.Option("--resume", help="Continue an interrupted adaptation run (other options ignored).")
+    ] = None,
+    store: StoreOpt = Path(DEFAULT_STORE),
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write an HTML report into this directory.")
+    ] = None,
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test-time adaptation: adapt a source model on an unlabeled, shifting test stream; each batch is predicted, then adapted on.
+
+    Example: perennial run -b mnist-c -m cnn-bn   (then)   perennial adapt --source RUN_ID --method tent --json out.json
+
+    Example: perennial adapt --source RUN_ID --method source,bn,tent,cotta,rmt --seeds 3 --report tta
+    """
+    from pydantic import ValidationError
+
+    from perennial import adapt_api
+
+    with errors_to_exit(
+        f"--store {store}", f"perennial adapt --resume {resume_id} --store {store}" if resume_id else None
+    ):
+        st = _store(store)
+        if resume_id is not None:
+            with _progress(quiet) as progress:
+                runs = [adapt_api.resume_adapt(st, resume_id, progress=progress)]
+            rows = adapt_api.grid_rows(runs)
+        else:
+            methods = [m.strip() for m in method.split(",") if m.strip()]
+            params: dict[str, Any] = {}
+            for item in param or ():
+                key, eq, value = item.partition("=")
+                if not eq or not key:
+                    raise ConfigError([("--param", f"expected KEY=VALUE, got {item!r}")])
+                try:
+                    params[key.strip()] = json.loads(value)
+                except json.JSONDecodeError:
+                    params[key.strip()] = value
+            try:
+                base = adapt_api.AdaptConfig(
+                    source=source,
+                    weights=None if weights is None else str(weights),
+                    benchmark=benchmark,
+                    path=None if path is None else str(path),
+                    shape=shape,  # type: ignore[arg-type]
+                    corruptions=[c.strip() for c in corruptions.split(",") if c.strip()] if corruptions else None,
+                    severity=severity,
+                    rounds=rounds,
+                    order=order,  # type: ignore[arg-type]
+                    samples_per_domain=samples,
+                    batch_size=batch_size,
+                    seed=seed,
+                )
+            except ValidationError as e:
+                raise ConfigError([(".".join(map(str, x["loc"])), x["msg"]) for x in e.errors()]) from None
+            cfgs = {m: base.model_copy(update={"method": m, "method_params": params}) for m in methods}
+            for c in cfgs.values():  # every input problem before anything is stored
+                adapt_api.prepare(c, st)
+            with _progress(quiet) as progress:
+                rows, runs = adapt_api.adapt_grid(
+                    lambda m, s: cfgs[m].model_copy(update={"seed": s}),
+                    methods,
+                    list(range(seed, seed + seeds)),
+                    store=st,
+                    progress=progress,
+                )
+        if not quiet:
+            t = Table(
+                title=f"{runs[0].benchmark} ({runs[0].scenario}): online error, mean ± s.e.m. (%)", title_justify="left"
+            )
+            for col in ("method", "seeds", "error", "source error", "first round", "last round", "s/run"):
+                t.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+            for row in rows:
+                t.add_row(
+                    row["strategy"],
+                    str(row["n"]),
+                    *(_pct(row[f"{m}_mean"], row[f"{m}_sem"]) for m in adapt_api.ADAPT_METRICS),
+                    f"{row['seconds_mean']:.1f}",
+                )
+            out.print(t)
+            out.print(f"{len(runs)} run(s) recorded in {store}: {', '.join(r.run_id for r in runs)}", soft_wrap=True)
+        if json_out is not None:
+            _write_json(
+                json_out,
+                runs[0].summary() if len(runs) == 1 else {"results": rows, "run_ids": [r.run_id for r in runs]},
+            )
+        if report is not None:
+            from perennial.report import write_report
+
+            p = write_report(st, [r.run_id for r in runs], report)
+            if not quiet:
+                out.print(f"report: {p}")
+
+
+@app.command()
 def generate(
     run_id: Annotated[str, typer.Argument(help="Run id of a finished language-model run (see: perennial runs).")],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "def ",
@@ -1123,6 +1256,16 @@ def show(
             out.print(_loss_table(rec))
             if rec.metrics:
                 out.print(_lm_metrics_table(rec.metrics))
+        elif "adapt" in rec.config:  # test-time adaptation: online error per domain
+            m = rec.metrics or {}
+            t = Table(title=f"online error (%) per domain — {rec.run_id}", title_justify="left")
+            for col in ("domain", rec.strategy, "source"):
+                t.add_column(col, justify="left" if col == "domain" else "right", no_wrap=True)
+            for d in m.get("domains") or []:
+                t.add_row(d, _pct(m["error_per_domain"].get(d)), _pct(m.get("source_error_per_domain", {}).get(d)))
+            if m:
+                t.add_row("mean", _pct(m.get("error")), _pct(m.get("source_error")), style="bold")
+            out.print(t)
         else:
             out.print(_matrix_table(rec))
             metrics = {**(rec.metrics or {}), **rec.continual_metrics()}
@@ -1396,6 +1539,15 @@ def list_protocols(
         out.print(f"  source: {p.source}", markup=False, soft_wrap=True)
         if p.deviations:
             out.print(f"  differs: {p.deviations}", markup=False, soft_wrap=True)
+
+
+@list_app.command("methods")
+def list_methods(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add a description.")] = False) -> None:
+    """Test-time adaptation methods (perennial adapt --method)."""
+    from perennial.adaptation import ADAPTERS
+
+    for name, cls in ADAPTERS.items():
+        out.print(f"{name:<8} {cls.summary}" if verbose else name, markup=False, soft_wrap=True)
 
 
 @list_app.command("models")

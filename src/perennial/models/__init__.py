@@ -177,6 +177,11 @@ MODELS.add(
     ModelSpec("tiny-gpt", gpt, TinyGPTParams, "the gpt preset 2 layers x 128 wide (CPU-sized)", kind="lm"),
 )
 
+from perennial.models.bn import CNNBNParams, ResNetParams, cnn_bn, resnet  # noqa: E402
+
+MODELS.add("cnn-bn", ModelSpec("cnn-bn", cnn_bn, CNNBNParams, "small 2D CNN with batch normalisation (TTA source)"))
+MODELS.add("resnet", ModelSpec("resnet", resnet, ResNetParams, "small ResNet (ResNet-8) with batch normalisation"))
+
 
 def build_model(
     name: str,

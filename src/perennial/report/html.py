@@ -259,4 +259,8 @@ def build_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str |
 def write_report(store: RunStore, run_ids: Sequence[str], out_dir: str | Path, *, title: str | None = None) -> Path:
     """Read ``run_ids`` from ``store`` and write their report; unknown ids fail before anything is written."""
     runs = [store.get(rid) for rid in run_ids]
+    if runs and all("adapt" in (r.config or {}) for r in runs):  # test-time adaptation runs
+        from perennial.report.adapt import build_adapt_report
+
+        return build_adapt_report(runs, out_dir, title=title)
     return build_report(runs, out_dir, title=title)

@@ -531,7 +531,8 @@ class RunStore:
         if not path.is_file():
             self.get(run_id)  # an unknown run id gets its own error (with suggestions)
             raise StoreError(
-                f"run {run_id!r} has no saved model; language-model runs save theirs when they finish "
+                f"run {run_id!r} has no saved model; language-model runs and adaptation source runs "
+                "(-b mnist-c / digits-c) save theirs when they finish "
                 f"(status here: {self.get(run_id).status})"
             )
         try:

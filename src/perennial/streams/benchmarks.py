@@ -189,6 +189,45 @@ BENCHMARKS.add(
 )
 
 
+def _clean_source(loader: Callable[[], datasets.Arrays], name: str) -> Callable[..., Stream]:
+    """The clean training data of a corrupted test-time-adaptation benchmark: one experience, all classes."""
+
+    def build(scenario: Scenario = "class") -> Stream:
+        xtr, ytr, xte, yte = loader()
+        return split_by_class(xtr, ytr, xte, yte, classes_per_exp=10, scenario=scenario, name=name)
+
+    return build
+
+
+_TTA_SOURCE_DEFAULTS = {
+    "model": {"name": "cnn-bn"},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"},
+}
+BENCHMARKS.add(
+    "mnist-c",
+    Benchmark(
+        "mnist-c",
+        "source training for test-time adaptation: the clean split-mnist digits, one experience of 10 classes "
+        "(perennial adapt corrupts the test digits)",
+        ("class",),
+        "class",
+        _clean_source(datasets.mnist5k, "mnist-c"),
+        _TTA_SOURCE_DEFAULTS,
+    ),
+)
+BENCHMARKS.add(
+    "digits-c",
+    Benchmark(
+        "digits-c",
+        "source training for test-time adaptation on scikit-learn 8x8 digits, one experience of 10 classes",
+        ("class",),
+        "class",
+        _clean_source(datasets.digits, "digits-c"),
+        {"model": {"name": "cnn-bn"}, "train": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "optimizer": "adam"}},
+    ),
+)
+
+
 def _npz_dir(
     scenario: Scenario | None = None,
     path: str | None = None,
