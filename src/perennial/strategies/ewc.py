@@ -214,7 +214,8 @@ class EWC(Strategy):
     ``scale="mean"`` divides the penalty by the number of experiences consolidated, so that
     its total strength stays that of one experience's Fisher. The default (``"sum"``) is the
     published penalty, whose stiffness grows with every experience; a separate-mode run warns
-    when it has consolidated ``STIFF_AFTER`` experiences. On 100 permuted-MNIST experiences of
+    when it has consolidated ``STIFF_AFTER`` experiences, and any run warns when
+    ``ewc_lambda * mean(F_k)`` exceeds ``STIFF_MEAN`` (a Fisher that large freezes the model). On 100 permuted-MNIST experiences of
     8 steps at ``ewc_lambda=5e6`` new experiences stay near chance, with either scale: short
     training leaves large per-sample gradients, hence a large Fisher (BENCHMARKS.md).
 
