@@ -239,7 +239,23 @@ def buffer_profile(stream, epochs: int) -> dict[str, float]:
     finally:
         for n, f in originals.items():
             setattr(Buffer, n, f)
-    return {"run_seconds": total, **{f"{k}_seconds": v for k, v in spent.items()}, "share": sum(spent.values()) / total}
+    out = {"run_seconds": total, **{f"{k}_seconds": v for k, v in spent.items()}, "share": sum(spent.values()) / total}
+    # the same for the bare loop's own reservoir, for comparison
+    spent.update(insert=0.0, sample=0.0)
+    bare = {n: getattr(Reservoir, n) for n in ("add", "sample")}
+    Reservoir.add = timed(bare["add"], "insert")  # type: ignore[method-assign]
+    Reservoir.sample = timed(bare["sample"], "sample")  # type: ignore[method-assign]
+    try:
+        total, _ = bare_run("replay", stream, epochs, 0)
+    finally:
+        for n, f in bare.items():
+            setattr(Reservoir, n, f)
+    out |= {
+        "bare_run_seconds": total,
+        **{f"bare_{k}_seconds": v for k, v in spent.items()},
+        "bare_share": sum(spent.values()) / total,
+    }
+    return out
 
 
 def main() -> None:
@@ -321,7 +337,9 @@ def main() -> None:
         out["buffer_profile"] = prof
         print(
             f"buffer in a replay run: insert {prof['insert_seconds']:.3f}s + sample {prof['sample_seconds']:.3f}s "
-            f"of {prof['run_seconds']:.2f}s = {100 * prof['share']:.1f}%"
+            f"of {prof['run_seconds']:.2f}s = {100 * prof['share']:.1f}%; bare loop's reservoir: insert "
+            f"{prof['bare_insert_seconds']:.3f}s + sample {prof['bare_sample_seconds']:.3f}s of "
+            f"{prof['bare_run_seconds']:.2f}s = {100 * prof['bare_share']:.1f}%"
         )
     print(f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
     if args.json:
