@@ -23,7 +23,15 @@ from pydantic import ValidationError
 
 from perennial.config import RunConfig, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
-from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
+from perennial.evaluation import (
+    CONTINUAL_METRICS,
+    ONLINE_METRICS,
+    anytime_accuracy,
+    lm_summary,
+    summarize,
+    summarize_log,
+    summarize_online,
+)
 from perennial.models import MODELS, Classifier, build_model
 from perennial.models import generate as sample_tokens
 from perennial.store import CheckpointDir, RunRecord, RunStore
@@ -355,7 +363,10 @@ def _fit_in_store(
     metrics = _metrics(result, stream.kind)
     if evaluator is not None:
         # from the store: it holds the whole log, also of a run resumed midway
-        metrics.update(summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        log = store.eval_log(run_id)
+        metrics.update(summarize_log(log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        if cfg.train.mode == "online":
+            metrics["anytime_acc"] = anytime_accuracy(log)
         metrics["continual_eval_seconds"] = evaluator.seconds
     store.finish_run(run_id, metrics, result.seconds)
     if not cfg.checkpoint.keep_after_finish:
@@ -398,6 +409,8 @@ def _metrics(result: FitResult, kind: str = "classification") -> dict[str, Any]:
         metrics: dict[str, Any] = dict(lm_summary(result.loss_matrix, result.accuracy_matrix, result.random_init_loss))
     else:
         metrics = dict(summarize(result.accuracy_matrix, result.random_init_acc))
+    if result.online_log:  # online runs: prequential metrics of the per-batch log
+        metrics.update(summarize_online(result.online_log))
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
@@ -417,6 +430,8 @@ def _record_from_result(
     metrics = _metrics(result, stream.kind)
     if evaluator is not None:
         metrics.update(summarize_log(evaluator.log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        if cfg.train.mode == "online":
+            metrics["anytime_acc"] = anytime_accuracy(evaluator.log)
         metrics["continual_eval_seconds"] = evaluator.seconds
     return RunRecord(
         run_id=run_id,
@@ -445,7 +460,16 @@ def _record_from_result(
 
 #: metrics aggregated by ``compare`` (mean and standard error over seeds); the continual ones
 #: are None unless the runs used continual evaluation (``--eval-every``)
-COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_METRICS)
+COMPARE_METRICS = (
+    "acc",
+    "avg_inc_acc",
+    "forgetting",
+    "bwt",
+    "fwt",
+    "learning_acc",
+    *CONTINUAL_METRICS,
+    *ONLINE_METRICS,
+)
 #: ... and for language-model runs (losses in nats; forgetting is loss-based there)
 LM_COMPARE_METRICS = ("loss", "perplexity", "forgetting", "forgetting_first", "adaptation", "learning_loss", "acc")
 

@@ -181,6 +181,8 @@ def _per_experience_table(
 
 #: continual-evaluation metrics shown by run/show (those in %; gap_recover_steps is in steps)
 CONTINUAL_SHOWN = ("min_acc", "wc_acc", "wf", "wp", "lca", "stability_gap")
+#: online runs (train.mode=online): predict-before-train accuracy, anytime accuracy (in %)
+ONLINE_SHOWN = ("online_acc", "anytime_acc")
 
 
 def _is_lm(rec: Any) -> bool:
@@ -232,9 +234,11 @@ def _metrics_table(metrics: dict[str, Any]) -> Table:
     t = Table(title="metrics", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_SHOWN):
+    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_SHOWN, *ONLINE_SHOWN):
         if k in metrics:
             t.add_row(k, _pct(metrics[k]) if metrics[k] is not None else "–")
+    if "online_logloss" in metrics:
+        t.add_row("online_logloss (nats)", _num(metrics["online_logloss"]))
     if "gap_recover_steps" in metrics:
         v = metrics["gap_recover_steps"]
         t.add_row("gap_recover_steps", f"{v:.0f}" if v is not None and v == v else "–")
@@ -246,7 +250,8 @@ TABLE_METRICS = ("acc", "forgetting", "bwt", "fwt", "learning_acc")
 
 METRIC_HELP = (
     "acc: final average accuracy; forgetting: max-minus-last (Chaudhry); bwt/fwt: backward/forward "
-    "transfer; learning_acc: mean of R[i,i]. All in %."
+    "transfer; learning_acc: mean of R[i,i]; online_acc: accuracy of each incoming batch predicted before "
+    "training on it; anytime_acc: mean accuracy on the seen experiences during training. All in %."
 )
 CONTINUAL_HELP = (
     "min_acc: mean worst accuracy on old experiences; wc_acc: worst-case accuracy; wf/wp: windowed "
@@ -490,6 +495,7 @@ def compare(
             lm = _is_lm(first)
             cols = LM_TABLE_METRICS if lm else TABLE_METRICS
             cols += tuple(m for m in ("min_acc",) if any(r.get(f"{m}_mean") is not None for r in res.rows))
+            cols += tuple(m for m in ONLINE_SHOWN if any(r.get(f"{m}_mean") is not None for r in res.rows))
             unit = "losses in nats, acc in %" if lm else "%"
             t = Table(
                 title=f"{first.benchmark} ({first.scenario}-incremental), {len(seed_list)} seed(s): "
@@ -685,7 +691,13 @@ def _ids_from_json(path: Path) -> list[str]:
 @list_app.command("strategies")
 def list_strategies(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Add scenarios, language-model support (+lm) and a description.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Add scenarios, language-model support (+lm), online support (online: runs with "
+            "train.mode=online; online+hidden: also with train.boundaries=hidden) and a description.",
+        ),
     ] = False,
 ) -> None:
     """Registered strategies."""
@@ -695,9 +707,18 @@ def list_strategies(
         if verbose:
             lm = "+lm" if "lm" in cls.kinds else ""
             scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
-            out.print(f"{name:<14} {scen:<23} {cls.summary}", markup=False, soft_wrap=True)
+            online = ("online+hidden" if _boundary_free(cls) else "online") if cls.online else "offline"
+            out.print(f"{name:<14} {scen:<23} {online:<14} {cls.summary}", markup=False, soft_wrap=True)
         else:
             out.print(name)
+
+
+def _boundary_free(cls: Any) -> bool:
+    """Whether the strategy with its default hyperparameters runs with hidden boundaries."""
+    try:
+        return not cls().needs_boundaries()
+    except Exception:  # a strategy without defaults for every field
+        return bool(cls.boundary_free)
 
 
 @list_app.command("benchmarks")

@@ -35,6 +35,7 @@ class GDumb(Rehearsal):
     """
 
     summary = "greedy class-balanced memory; retrain from scratch on it at every experience"
+    online = False  # needs the whole experience (or memory) at once
     store_every_step = False
     fresh_optimizer = True
 
