@@ -37,7 +37,9 @@ from perennial.models import generate as sample_tokens
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
+from perennial.streams.online import reshape_stream
 from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, fit
+from perennial.train.online import check_online
 
 
 def versions() -> dict[str, str]:
@@ -61,7 +63,7 @@ def new_run_id(cfg: RunConfig) -> str:
 
 def build_stream(cfg: RunConfig) -> Stream:
     b = cfg.benchmark
-    return build_benchmark(
+    stream = build_benchmark(
         b.name,
         b.scenario,
         classes_per_exp=b.classes_per_exp,
@@ -75,6 +77,9 @@ def build_stream(cfg: RunConfig) -> Stream:
         tokenizer=b.tokenizer,
         first_classes=b.first_classes,
     )
+    if b.blur is not None or b.drift_window is not None:  # online stream shapes
+        stream = reshape_stream(stream, blur=b.blur, drift_window=b.drift_window, seed=cfg.seed).validate()
+    return stream
 
 
 class StoreRecorder(Callback):
@@ -152,6 +157,7 @@ def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     stream = build_stream(cfg)
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
     strategy.check_scenario(stream.scenario)
+    check_online(strategy, stream, cfg.train)  # before the run exists: e.g. ewc with hidden boundaries
     torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
     try:
         model = build_model(

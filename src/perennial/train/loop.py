@@ -174,6 +174,8 @@ def steps_for(n_samples: int, s: TrainSettings) -> tuple[int, int]:
     if n_samples == 0:
         return 0, 0
     per_epoch = math.ceil(n_samples / s.batch_size) * s.iters_per_batch
+    if s.mode == "online":  # one pass: epochs and steps do not apply
+        return per_epoch, per_epoch
     return per_epoch, s.steps if s.steps is not None else s.epochs * per_epoch
 
 

@@ -98,7 +98,8 @@ class TrainSettings(BaseModel):
     # online continual learning (docs/online.md)
     mode: Literal["offline", "online"] = Field(
         default="offline",
-        description="offline: epochs over each experience; online: one pass, each batch predicted (scored) then trained on",
+        description="offline: epochs over each experience; online: one pass (epochs and steps are ignored), "
+        "each incoming batch predicted (scored) then trained on",
     )
     iters_per_batch: int = Field(
         default=1, ge=1, description="online: optimizer steps on each incoming batch (the online analogue of epochs)"
@@ -133,11 +134,6 @@ class TrainSettings(BaseModel):
             )
             if used:
                 raise ValueError(f"{', '.join(used)} apply to online training only; also set train.mode=online")
-        elif self.steps is not None or self.epochs != 1 or any(p.steps or p.epochs for p in self.phases):
-            raise ValueError(
-                "online training makes one pass over the stream; drop train.epochs/steps (and phase "
-                "epochs/steps) and use train.iters_per_batch for more updates per incoming batch"
-            )
         return self
 
     @field_validator("device")
