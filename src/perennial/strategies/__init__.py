@@ -17,8 +17,10 @@ from perennial.strategies import (  # noqa: F401  (registration)
     joint,
     lwf,
     mas,
+    mir,
     naive,
     replay,
+    scr,
     si,
     simplecil,
     slca,
@@ -38,10 +40,12 @@ from perennial.strategies.icarl import ICaRL
 from perennial.strategies.joint import Cumulative, Joint
 from perennial.strategies.lwf import LwF
 from perennial.strategies.mas import MAS
+from perennial.strategies.mir import MIR
 from perennial.strategies.naive import Naive
 from perennial.strategies.registry import STRATEGIES, make_strategy, register
 from perennial.strategies.rehearsal import Rehearsal
 from perennial.strategies.replay import Replay
+from perennial.strategies.scr import SCR
 from perennial.strategies.si import SI
 from perennial.strategies.simplecil import SimpleCIL
 from perennial.strategies.slca import SLCA
@@ -54,6 +58,8 @@ __all__ = [
     "EWC",
     "GEM",
     "MAS",
+    "MIR",
+    "SCR",
     "SI",
     "SLCA",
     "STRATEGIES",
