@@ -177,3 +177,27 @@ def test_language_model_streams(name):
 def test_lm_kind_declarations_are_known():
     for name in NAMES:
         assert STRATEGIES.get(name).kinds <= {"classification", "lm"}, name
+
+
+ONLINE = TrainSettings(mode="online", boundaries="hidden", batch_size=8, iters_per_batch=2, label_delay=1, lr=0.01)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if STRATEGIES.get(n).online])
+def test_online_with_hidden_boundaries(name):
+    """Every online-capable strategy either runs a short hidden-boundary stream (deterministic,
+    every incoming batch scored before training) or is refused with a message naming the
+    boundary-free alternatives."""
+    from perennial.errors import ConfigError
+
+    s = tiny_stream()
+    strategy = make(name)
+    if strategy.needs_boundaries():
+        with pytest.raises(ConfigError, match="boundary-free method .*replay"):
+            run(strategy, s, ONLINE)
+        return
+    model1, _, r1 = run(name, s, ONLINE)
+    model2, _, r2 = run(name, s, ONLINE)
+    n_batches = sum(-(-len(e.train) // 8) for e in s)
+    assert len(r1.online_log) == n_batches and r1.steps == (n_batches - 1) * 2
+    assert r1.online_log == r2.online_log and tensors_equal(model1.state_dict(), model2.state_dict())
+    assert all(0 <= row[1] <= row[2] and row[3] == row[3] for row in r1.online_log)

@@ -61,4 +61,3 @@ class MIR(Rehearsal):
             )
             top = (after - before).topk(min(m, len(before))).indices
         return batch.append(cand["x"][top], cand["y"][top], cand["t"][top])
-

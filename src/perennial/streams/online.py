@@ -149,7 +149,9 @@ def rotating(
     )
 
 
-def reshape_stream(stream: Stream, *, blur: float | None = None, drift_window: float | None = None, seed: int = 0) -> Stream:
+def reshape_stream(
+    stream: Stream, *, blur: float | None = None, drift_window: float | None = None, seed: int = 0
+) -> Stream:
     """Apply the configured stream shape (``benchmark.blur`` / ``benchmark.drift_window``)."""
     if blur is not None and drift_window is not None:
         raise DataError("a stream is either blurry (benchmark.blur) or gradual (benchmark.drift_window), not both")
