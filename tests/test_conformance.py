@@ -192,7 +192,7 @@ def test_online_with_hidden_boundaries(name):
     s = tiny_stream()
     strategy = make(name)
     if strategy.needs_boundaries():
-        with pytest.raises(ConfigError, match="boundary-free method .*replay"):
+        with pytest.raises(ConfigError, match=r"boundary-free method .*replay"):
             run(strategy, s, ONLINE)
         return
     model1, _, r1 = run(name, s, ONLINE)

@@ -95,7 +95,7 @@ def test_label_delay_trains_on_labels_that_arrived():
     assert r.steps == n_batches - 4 and len(r.online_log) == n_batches
     stream_y = torch.cat([e.train.y for e in s])
     assert torch.equal(torch.cat(seen), stream_y[: len(torch.cat(seen))])  # in arrival order, delayed
-    with pytest.raises(ConfigError, match="label_delay.*no label would ever arrive"):
+    with pytest.raises(ConfigError, match=r"label_delay.*no label would ever arrive"):
         fit(model_for(s), s, Naive(), online(label_delay=n_batches), seed=0)
 
 
@@ -133,7 +133,7 @@ def test_boundary_needing_strategies_are_refused_with_hidden_boundaries():
 
 
 def test_online_fields_need_online_mode():
-    with pytest.raises(ValueError, match="also set train.mode=online"):
+    with pytest.raises(ValueError, match=r"also set train\.mode=online"):
         TrainSettings(label_delay=3)
     with pytest.raises(ValueError):
         TrainSettings(mode="online", iters_per_batch=0)
