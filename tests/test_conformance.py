@@ -31,8 +31,13 @@ def make(name: str) -> Strategy:
     return STRATEGIES.get(name)(**SMALL.get(name, {}))
 
 
-def model_for(stream: Stream, seed: int = 0) -> torch.nn.Module:
+def model_for(stream: Stream, seed: int = 0, strategy: Strategy | None = None) -> torch.nn.Module:
     torch.manual_seed(seed)
+    needs = {p.needs_model for p in strategy.parts()} - {None} if strategy is not None else set()
+    if needs == {"icl"}:  # the in-context strategy needs its transformer
+        return build_model(
+            "icl", stream.input_shape, stream.n_classes, task_classes=stream.task_classes or None, context=4, d_model=16
+        )
     return build_model(
         "mlp", stream.input_shape, stream.n_classes, task_classes=stream.task_classes or None, hidden=[16]
     )
@@ -42,7 +47,7 @@ def run(
     name_or_strategy: str | Strategy, stream: Stream, settings: TrainSettings = SETTINGS, seed: int = 0, callbacks=()
 ):
     strategy = make(name_or_strategy) if isinstance(name_or_strategy, str) else name_or_strategy
-    model = model_for(stream, seed)
+    model = model_for(stream, seed, strategy)
     result = fit(model, stream, strategy, settings, seed=seed, callbacks=callbacks)
     return model, strategy, result
 
@@ -71,7 +76,7 @@ def test_deterministic_for_a_seed(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_zero_learning_rate_changes_nothing(name):
     s = tiny_stream()
-    init = {k: v.clone() for k, v in model_for(s).state_dict().items()}
+    init = {k: v.clone() for k, v in model_for(s, strategy=make(name)).state_dict().items()}
     model, _, _ = run(name, s, TrainSettings(epochs=1, batch_size=16, lr=0.0))
     assert tensors_equal(init, model.state_dict())
 

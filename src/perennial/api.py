@@ -158,6 +158,11 @@ def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
     strategy.check_scenario(stream.scenario)
     check_online(strategy, stream, cfg.train)  # before the run exists: e.g. ewc with hidden boundaries
+    needs = sorted({p.needs_model for p in strategy.parts()} - {None, cfg.model.name})
+    if needs:
+        raise ConfigError(
+            [("model.name", f"strategy {cfg.strategy.name} needs model {needs[0]}; add --model {needs[0]}")]
+        )
     torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
     try:
         model = build_model(

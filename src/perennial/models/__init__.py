@@ -170,6 +170,19 @@ MODELS.add(
 )
 
 
+from perennial.models.icl import ICLParams, icl  # noqa: E402
+
+MODELS.add(
+    "icl",
+    ModelSpec(
+        "icl",
+        icl,
+        ICLParams,
+        "transformer reading the last C labelled examples as context (in-context + SGD; strategy in-context)",
+    ),
+)
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],

@@ -14,6 +14,7 @@ from perennial.strategies import (  # noqa: F401  (registration)
     gdumb,
     gem,
     icarl,
+    in_context,
     joint,
     lwf,
     mas,
@@ -37,6 +38,7 @@ from perennial.strategies.first_session import FirstSession
 from perennial.strategies.gdumb import GDumb
 from perennial.strategies.gem import AGEM, GEM
 from perennial.strategies.icarl import ICaRL
+from perennial.strategies.in_context import InContext
 from perennial.strategies.joint import Cumulative, Joint
 from perennial.strategies.lwf import LwF
 from perennial.strategies.mas import MAS
@@ -74,6 +76,7 @@ __all__ = [
     "FirstSession",
     "GDumb",
     "ICaRL",
+    "InContext",
     "Joint",
     "LwF",
     "Naive",

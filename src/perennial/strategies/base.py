@@ -150,6 +150,8 @@ class Strategy(BaseModel):
     #: works with hidden boundaries (``train.boundaries=hidden``): the method learns nothing from
     #: ``before_experience`` / ``after_experience`` or the experience index (see ``needs_boundaries``)
     boundary_free: ClassVar[bool] = False
+    #: the model the method needs (``model.name``), e.g. ``"icl"`` for in-context learning; None: any
+    needs_model: ClassVar[str | None] = None
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
