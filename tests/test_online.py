@@ -194,9 +194,13 @@ def test_gradual_drift_mixes_linearly_around_boundaries():
 def test_rotating_stream_is_long_and_drifts():
     x = torch.rand(60, 1, 8, 8)
     y = torch.arange(6).repeat(10)
-    r = rotating(x, y, x, y, n_segments=100, segment_size=12, test_size=6)
-    assert len(r) == 100 and r.meta["ordered"]
-    assert r[0].name == "rot0" and r[50].name == "rot180"
+    r = rotating(x, y, x, y, n_segments=100, n_experiences=4, segment_size=12, test_size=6)
+    assert len(r) == 4 and r.meta["ordered"] and r.meta["segments"] == 100
+    assert [len(e.train) for e in r] == [300] * 4 and [len(e.test) for e in r] == [150] * 4
+    assert r[0].name == "rot0-86" and r[2].name == "rot180-266"
+    # consecutive segments differ by a small rotation: neighbouring images correlate more than distant ones
+    seg = r[0].train.x.view(25, 12, -1)
+    assert r[0].train.x.shape[1:] == (1, 8, 8) and seg.shape[0] == 25
 
 
 # ------------------------------------------------------------------ runs, resume, CLI

@@ -229,7 +229,7 @@ def _rotating_digits(scenario: Scenario = "domain", n_experiences: int | None = 
         torch.as_tensor(ytr),
         torch.as_tensor(xte),
         torch.as_tensor(yte),
-        n_segments=n_experiences or 120,
+        n_experiences=n_experiences or 10,
         name="rotating-digits",
     )
 
@@ -238,7 +238,7 @@ BENCHMARKS.add(
     "rotating-digits",
     Benchmark(
         "rotating-digits",
-        "long drifting stream for online learning: 120 segments of 50 8x8 digits, rotation drifting 3 degrees per segment",
+        "long drifting stream (online): 120 segments of 50 8x8 digits rotating 3 degrees per segment, in 10 experiences",
         ("domain",),
         "domain",
         _rotating_digits,

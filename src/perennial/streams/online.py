@@ -109,43 +109,58 @@ def rotating(
     yte: torch.Tensor,
     *,
     n_segments: int = 120,
+    n_experiences: int = 10,
     segment_size: int = 50,
-    test_size: int = 30,
+    test_size: int = 10,
     turns: float = 1.0,
     seed: int = 0,
     name: str = "rotating",
 ) -> Stream:
-    """A long domain-incremental stream of images (N, C, H, W): segment k draws ``segment_size``
-    training images (and ``test_size`` test images) at random and rotates them by
-    ``360 * turns * k / n_segments`` degrees, so the input distribution drifts slowly and
-    steadily; labels keep their meaning. Ordered (``meta["ordered"]``)."""
+    """A long domain-incremental stream of images (N, C, H, W) drifting over ``n_segments``
+    segments: segment k draws ``segment_size`` training images (and ``test_size`` test images)
+    at random and rotates them by ``360 * turns * k / n_segments`` degrees, so the input
+    distribution drifts slowly and steadily while labels keep their meaning.
+
+    The segments are grouped, in order, into ``n_experiences`` experiences (the points where the
+    accuracy matrix is measured; each experience's test split holds its segments' test images):
+    the drift itself is continuous, and evaluating every segment after every other would cost
+    O(n_segments^2). Ordered (``meta["ordered"]``): the online loop reads it in stream order.
+    """
     from perennial.streams.scenarios import rotation
 
-    if n_segments < 1 or segment_size < 1 or test_size < 1:
-        raise DataError("rotating streams need n_segments, segment_size and test_size >= 1")
+    if n_segments < 1 or segment_size < 1 or test_size < 1 or not 1 <= n_experiences <= n_segments:
+        raise DataError(
+            "rotating streams need n_segments, segment_size, test_size >= 1 and 1 <= n_experiences <= n_segments"
+        )
     g = torch.Generator().manual_seed(seed)
-    exps = []
+    trains, tests, angles = [], [], []
     for k in range(n_segments):
         deg = 360.0 * turns * k / n_segments
         rot = rotation(deg)
         i = torch.randint(len(ytr), (segment_size,), generator=g)
         j = torch.randint(len(yte), (test_size,), generator=g)
-        exps.append(
-            Experience(
-                index=k,
-                name=f"rot{deg:.0f}",
-                train=Split.make(rot(xtr[i]), ytr[i]),
-                test=Split.make(rot(xte[j]), yte[j]),
-                classes=tuple(sorted(set(ytr.tolist()))),
-            )
+        trains.append(Split.make(rot(xtr[i]), ytr[i]))
+        tests.append(Split.make(rot(xte[j]), yte[j]))
+        angles.append(deg)
+    bounds = [round(e * n_segments / n_experiences) for e in range(n_experiences + 1)]
+    classes = tuple(sorted(set(ytr.tolist())))
+    exps = tuple(
+        Experience(
+            index=e,
+            name=f"rot{angles[a]:.0f}-{angles[b - 1]:.0f}",
+            train=Split.cat(trains[a:b]),
+            test=Split.cat(tests[a:b]),
+            classes=classes,
         )
+        for e, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+    )
     return Stream(
         name=name,
         scenario="domain",
-        experiences=tuple(exps),
+        experiences=exps,
         n_classes=int(max(ytr.max(), yte.max())) + 1,
         input_shape=tuple(xtr.shape[1:]),
-        meta={"ordered": True},
+        meta={"ordered": True, "segments": n_segments},
     )
 
 
