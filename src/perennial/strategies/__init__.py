@@ -20,6 +20,7 @@ from perennial.strategies import (  # noqa: F401  (registration)
     mas,
     mir,
     naive,
+    ocm,
     replay,
     scr,
     si,
@@ -44,6 +45,7 @@ from perennial.strategies.lwf import LwF
 from perennial.strategies.mas import MAS
 from perennial.strategies.mir import MIR
 from perennial.strategies.naive import Naive
+from perennial.strategies.ocm import OCM
 from perennial.strategies.registry import STRATEGIES, make_strategy, register
 from perennial.strategies.rehearsal import Rehearsal
 from perennial.strategies.replay import Replay
@@ -61,6 +63,7 @@ __all__ = [
     "GEM",
     "MAS",
     "MIR",
+    "OCM",
     "SCR",
     "SI",
     "SLCA",

@@ -18,6 +18,7 @@ experiences' class lists are kept, so the accuracy matrix of a reshaped stream s
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -152,7 +153,7 @@ def rotating(
             test=Split.cat(tests[a:b]),
             classes=classes,
         )
-        for e, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        for e, (a, b) in enumerate(itertools.pairwise(bounds))
     )
     return Stream(
         name=name,
