@@ -83,15 +83,16 @@ def fmt(xs: list[float], scale: float = 100.0, digits: int = 1) -> str:
 # ------------------------------------------------------------------ sections
 
 
-def section1(seeds: list[int]) -> list[dict[str, Any]]:
+def section1(seeds: list[int], hidden: str | None = None) -> list[dict[str, Any]]:
     rows = []
+    model = [f"model.hidden={hidden}"] if hidden else []
     for strat in ("naive", "replay", "er-ace"):
         for epochs in (1, 5, 20):
             rows.append(
                 {
                     "strategy": strat,
                     "setting": f"offline, {epochs} epoch{'s' if epochs > 1 else ''}",
-                    "runs": [run_cfg(strat, s, [f"train.epochs={epochs}", "train.device=cpu"]) for s in seeds],
+                    "runs": [run_cfg(strat, s, [f"train.epochs={epochs}", "train.device=cpu", *model]) for s in seeds],
                 }
             )
             print("section 1", strat, epochs, flush=True)
@@ -100,7 +101,7 @@ def section1(seeds: list[int]) -> list[dict[str, Any]]:
                 {
                     "strategy": strat,
                     "setting": f"online, {ipb} iter{'s' if ipb > 1 else ''}/batch",
-                    "runs": [run_cfg(strat, s, [*ONLINE, f"train.iters_per_batch={ipb}"]) for s in seeds],
+                    "runs": [run_cfg(strat, s, [*ONLINE, f"train.iters_per_batch={ipb}", *model]) for s in seeds],
                 }
             )
             print("section 1", strat, ipb, flush=True)
@@ -302,9 +303,11 @@ def write_doc(res: dict[str, Any]) -> None:
     if meta:
         L += [
             f"Generated {meta.get('date', '')} on {meta.get('platform', '')}, torch {meta.get('torch', '')}, "
-            f"one thread, seeds {meta.get('seeds')}; command: `{meta.get('command', '')}`. "
-            "Mean ± standard error over seeds. Reduced sizes on a shared 2-core machine; the full study is "
-            "`OMP_NUM_THREADS=1 python bench/online_study.py --seeds 3`.",
+            f"one thread, seeds {meta.get('seeds')}. Mean ± standard error over seeds. Reduced sizes on a "
+            "shared 2-core machine; the full study is `OMP_NUM_THREADS=1 python bench/online_study.py --seeds 3`. "
+            "Commands of the sections shown:",
+            "",
+            *[f"- section {k}: `{res[f'section{k}_command']}`" for k in (1, 2, 3, 4) if f"section{k}_command" in res],
             "",
         ]
     s1 = res.get("section1")
@@ -457,16 +460,22 @@ def main() -> None:
     ap.add_argument("--segment-size", type=int, default=50, help="long stream: samples per segment")
     ap.add_argument("--contexts", default="8,32,64", help="long stream: context sizes of the transformer")
     ap.add_argument("--doc-only", action="store_true")
+    ap.add_argument("--hidden", default=None, help="section 1: MLP widths, e.g. [100,100] (default: the benchmark's)")
+    ap.add_argument("--out", default=str(OUT), help="results JSON (read first, updated after every section)")
+    ap.add_argument("--merge", default="", help="also read sections from these JSON files (comma-separated)")
     ap.add_argument("--add-to-2", default="", help="run these strategies and add them to section 2's table")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res: dict[str, Any] = json.loads(OUT.read_text()) if OUT.exists() else {}
+    out = Path(args.out)
+    res: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    for extra in filter(None, args.merge.split(",")):
+        res.update({k: v for k, v in json.loads(Path(extra).read_text()).items() if k.startswith("section")})
     if not args.doc_only:
         seeds = list(range(args.seeds))
         todo = {int(s) for s in args.sections.split(",")}
         contexts = [int(c) for c in args.contexts.split(",")]
         jobs = {
-            1: lambda: section1(seeds),
+            1: lambda: section1(seeds, args.hidden),
             2: lambda: section2(seeds),
             3: lambda: section3(seeds, args.segment_size, contexts),
             4: lambda: section4(seeds),
@@ -475,10 +484,15 @@ def main() -> None:
             extra = section2(seeds, tuple(args.add_to_2.split(",")))
             res["section2"] = [r for r in res.get("section2", []) if r["strategy"] not in args.add_to_2.split(",")]
             res["section2"] += extra
-            OUT.write_text(json.dumps(res, indent=1))
+            out.write_text(json.dumps(res, indent=1))
             todo = set()
         for k in [int(s) for s in args.sections.split(",") if int(s) in todo]:  # in the given order
             res[f"section{k}"] = jobs[k]()
+            res[f"section{k}_command"] = (
+                f"OMP_NUM_THREADS=1 python bench/online_study.py --sections {k} --seeds {args.seeds}"
+                + (f" --segment-size {args.segment_size} --contexts {args.contexts}" if k == 3 else "")
+                + (f" --hidden {args.hidden}" if k == 1 and args.hidden else "")
+            )
             res["meta"] = {
                 "date": time.strftime("%Y-%m-%d"),
                 "platform": platform.platform(),
@@ -487,7 +501,7 @@ def main() -> None:
                 "command": "OMP_NUM_THREADS=1 python bench/online_study.py "
                 + f"--seeds {args.seeds} --segment-size {args.segment_size} --contexts {args.contexts}",
             }
-            OUT.write_text(json.dumps(res, indent=1))  # after every section: partial results survive
+            out.write_text(json.dumps(res, indent=1))  # after every section: partial results survive
             write_doc(res)
     write_doc(res)
 

@@ -95,6 +95,7 @@ def test_list_commands():
     assert r.output.split() == [
         "npz-dir",
         "permuted-mnist",
+        "rotating-digits",
         "split-digits",
         "split-mnist",
         "split-mnist1d",
