@@ -310,6 +310,9 @@ def run(
 
     Example: perennial run -b split-mnist -s replay --set strategy.buffer_size=200 --json out.json
 
+    Online (one pass, each batch predicted then trained on; docs/online.md): perennial run -b split-mnist
+    -s er-ace --set train.mode=online --set train.batch_size=10 --set train.boundaries=hidden
+
     A killed or interrupted run continues exactly with: perennial resume RUN_ID
     """
     from perennial import api
@@ -428,6 +431,8 @@ def compare(
     Example: perennial compare -b split-mnist --strategies naive,ewc,lwf,replay,joint --seeds 3 --report out
 
     Example: perennial compare -b text-domains --strategies replay --sweep strategy.ratio=0,0.05,0.25 --seeds 3
+
+    Online runs (--set train.mode=online) add online_acc and anytime_acc columns (docs/online.md).
     """
     from perennial import api
     from perennial.config import build_config
