@@ -97,6 +97,7 @@ def test_list_commands():
         "mnist-c",
         "npz-dir",
         "permuted-mnist",
+        "rotating-digits",
         "split-digits",
         "split-mnist",
         "split-mnist1d",

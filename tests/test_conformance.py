@@ -31,8 +31,13 @@ def make(name: str) -> Strategy:
     return STRATEGIES.get(name)(**SMALL.get(name, {}))
 
 
-def model_for(stream: Stream, seed: int = 0) -> torch.nn.Module:
+def model_for(stream: Stream, seed: int = 0, strategy: Strategy | None = None) -> torch.nn.Module:
     torch.manual_seed(seed)
+    needs = {p.needs_model for p in strategy.parts()} - {None} if strategy is not None else set()
+    if needs == {"icl"}:  # the in-context strategy needs its transformer
+        return build_model(
+            "icl", stream.input_shape, stream.n_classes, task_classes=stream.task_classes or None, context=4, d_model=16
+        )
     return build_model(
         "mlp", stream.input_shape, stream.n_classes, task_classes=stream.task_classes or None, hidden=[16]
     )
@@ -42,7 +47,7 @@ def run(
     name_or_strategy: str | Strategy, stream: Stream, settings: TrainSettings = SETTINGS, seed: int = 0, callbacks=()
 ):
     strategy = make(name_or_strategy) if isinstance(name_or_strategy, str) else name_or_strategy
-    model = model_for(stream, seed)
+    model = model_for(stream, seed, strategy)
     result = fit(model, stream, strategy, settings, seed=seed, callbacks=callbacks)
     return model, strategy, result
 
@@ -71,7 +76,7 @@ def test_deterministic_for_a_seed(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_zero_learning_rate_changes_nothing(name):
     s = tiny_stream()
-    init = {k: v.clone() for k, v in model_for(s).state_dict().items()}
+    init = {k: v.clone() for k, v in model_for(s, strategy=make(name)).state_dict().items()}
     model, _, _ = run(name, s, TrainSettings(epochs=1, batch_size=16, lr=0.0))
     assert tensors_equal(init, model.state_dict())
 
@@ -177,3 +182,27 @@ def test_language_model_streams(name):
 def test_lm_kind_declarations_are_known():
     for name in NAMES:
         assert STRATEGIES.get(name).kinds <= {"classification", "lm"}, name
+
+
+ONLINE = TrainSettings(mode="online", boundaries="hidden", batch_size=8, iters_per_batch=2, label_delay=1, lr=0.01)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if STRATEGIES.get(n).online])
+def test_online_with_hidden_boundaries(name):
+    """Every online-capable strategy either runs a short hidden-boundary stream (deterministic,
+    every incoming batch scored before training) or is refused with a message naming the
+    boundary-free alternatives."""
+    from perennial.errors import ConfigError
+
+    s = tiny_stream()
+    strategy = make(name)
+    if strategy.needs_boundaries():
+        with pytest.raises(ConfigError, match=r"boundary-free method .*replay"):
+            run(strategy, s, ONLINE)
+        return
+    model1, _, r1 = run(name, s, ONLINE)
+    model2, _, r2 = run(name, s, ONLINE)
+    n_batches = sum(-(-len(e.train) // 8) for e in s)
+    assert len(r1.online_log) == n_batches and r1.steps == (n_batches - 1) * 2
+    assert r1.online_log == r2.online_log and tensors_equal(model1.state_dict(), model2.state_dict())
+    assert all(0 <= row[1] <= row[2] and row[3] == row[3] for row in r1.online_log)

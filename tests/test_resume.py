@@ -62,7 +62,10 @@ def config(strategy: str, **over):
     small = {"replay": ["strategy.buffer_size=64"]}
     for part in strategy.split("+"):
         sets += [s.replace("strategy.", f"strategy.{part}.") if "+" in strategy else s for s in small.get(part, [])]
-    return build_config(benchmark="split-digits", strategy=strategy, overrides=sets, checkpoint_every=7)
+    model = "icl" if strategy == "in-context" else None  # the in-context strategy needs its transformer
+    if model:
+        sets += ["model.context=8", "model.d_model=16"]
+    return build_config(benchmark="split-digits", strategy=strategy, overrides=sets, checkpoint_every=7, model=model)
 
 
 def run_with_kills(store: RunStore, cfg, run_id: str, kills: list[int]) -> object:

@@ -167,11 +167,12 @@ def test_from_experiences_infers_domain_for_shared_labels():
 )
 def test_builtin_benchmarks_build_deterministically(name):
     a, b = build_benchmark(name), build_benchmark(name)
-    assert len(a) == 5
+    assert len(a) == (10 if name == "rotating-digits" else 5)
     for ea, eb in zip(a, b, strict=True):
         assert torch.equal(ea.train.x, eb.train.x) and torch.equal(ea.test.y, eb.test.y)
     total_train = sum(len(e.train) for e in a)
     expected = {"split-mnist": 4000, "permuted-mnist": 5 * 4000, "split-digits": 1438, "split-mnist1d": 4000}
+    expected["rotating-digits"] = 120 * 50  # 120 drifting segments of 50 images
     assert total_train == expected[name]
 
 

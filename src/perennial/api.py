@@ -23,7 +23,15 @@ from pydantic import ValidationError
 
 from perennial.config import RunConfig, check_memory, resolved
 from perennial.errors import CheckpointError, ConfigError, RunInterrupted
-from perennial.evaluation import CONTINUAL_METRICS, lm_summary, summarize, summarize_log
+from perennial.evaluation import (
+    CONTINUAL_METRICS,
+    ONLINE_METRICS,
+    anytime_accuracy,
+    lm_summary,
+    summarize,
+    summarize_log,
+    summarize_online,
+)
 from perennial.models import MODELS, Classifier, build_model
 from perennial.models import generate as sample_tokens
 from perennial.resources import apply_threads
@@ -31,7 +39,9 @@ from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.strategies import Context, Strategy, make_strategy
 from perennial.streams import Stream, build_benchmark
 from perennial.streams.corruptions import TTA_BENCHMARKS
+from perennial.streams.online import reshape_stream
 from perennial.train import Callback, ContinualEvaluator, FitResult, Progress, eval_policy, fit
+from perennial.train.online import check_online
 
 
 def versions() -> dict[str, str]:
@@ -58,7 +68,7 @@ def new_run_id(cfg: RunConfig) -> str:
 
 def build_stream(cfg: RunConfig) -> Stream:
     b = cfg.benchmark
-    return build_benchmark(
+    stream = build_benchmark(
         b.name,
         b.scenario,
         classes_per_exp=b.classes_per_exp,
@@ -73,6 +83,9 @@ def build_stream(cfg: RunConfig) -> Stream:
         first_classes=b.first_classes,
         class_order=b.class_order,
     )
+    if b.blur is not None or b.drift_window is not None:  # online stream shapes
+        stream = reshape_stream(stream, blur=b.blur, drift_window=b.drift_window, seed=cfg.seed).validate()
+    return stream
 
 
 class StoreRecorder(Callback):
@@ -156,6 +169,12 @@ def build(cfg: RunConfig) -> tuple[Stream, Strategy, Classifier]:
     strategy = make_strategy(cfg.strategy.name, cfg.strategy.params())
     strategy.check_scenario(stream.scenario)
     check_memory(cfg, math.prod(stream.input_shape), stream.n_classes)  # before the model is allocated
+    check_online(strategy, stream, cfg.train)  # before the run exists: e.g. ewc with hidden boundaries
+    needs = sorted({p.needs_model for p in strategy.parts()} - {None, cfg.model.name})
+    if needs:
+        raise ConfigError(
+            [("model.name", f"strategy {cfg.strategy.name} needs model {needs[0]}; add --model {needs[0]}")]
+        )
     torch.manual_seed(cfg.seed)  # model initialisation depends on the seed only
     try:
         model = build_model(
@@ -388,13 +407,8 @@ def _fit_in_store(
                 stream.kind == "lm" or cfg.benchmark.name in TTA_BENCHMARKS
             ):  # kept for generate / adapt (and model.init)
                 store.save_model(run_id, model_payload(cfg, stream, model))
-            metrics = _metrics(result, stream.kind)
-            if evaluator is not None:
-                # from the store: it holds the whole log, also of a run resumed midway
-                metrics.update(
-                    summarize_log(store.eval_log(run_id), window=cfg.eval.window, lca_beta=cfg.eval.lca_beta)
-                )
-                metrics["continual_eval_seconds"] = evaluator.seconds
+            # the log from the store: it holds the whole log, also of a run resumed midway
+            metrics = run_metrics(cfg, result, stream.kind, evaluator, store.eval_log(run_id) if evaluator else None)
             _stop_if_asked(should_stop, "before the results were marked final")
             store.finish_run(run_id, metrics, result.seconds)
     except (RunInterrupted, KeyboardInterrupt):
@@ -442,11 +456,32 @@ def _evaluator(cfg: RunConfig, strategy: Strategy, sink: Any) -> ContinualEvalua
     return ContinualEvaluator.from_settings(strategy, cfg.eval, batch_size=cfg.train.eval_batch_size, sink=sink)
 
 
+def run_metrics(
+    cfg: RunConfig,
+    result: FitResult,
+    kind: str,
+    evaluator: ContinualEvaluator | None,
+    log: Sequence[Any] | None,
+) -> dict[str, Any]:
+    """A finished run's summary metrics: those of its matrices (and online log), plus, with
+    continual evaluation, those of the whole per-step ``log`` (grid records; slow-copy records
+    are left out by the summaries)."""
+    metrics = _metrics(result, kind)
+    if evaluator is not None and log is not None:
+        metrics.update(summarize_log(log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
+        if cfg.train.mode == "online":
+            metrics["anytime_acc"] = anytime_accuracy(log)
+        metrics["continual_eval_seconds"] = evaluator.seconds
+    return metrics
+
+
 def _metrics(result: FitResult, kind: str = "classification") -> dict[str, Any]:
     if kind == "lm":  # loss-based: metrics.forgetting is the rise of validation loss (nats), see docs/metrics.md
         metrics: dict[str, Any] = dict(lm_summary(result.loss_matrix, result.accuracy_matrix, result.random_init_loss))
     else:
         metrics = dict(summarize(result.accuracy_matrix, result.random_init_acc))
+    if result.online_log:  # online runs: prequential metrics of the per-batch log
+        metrics.update(summarize_online(result.online_log))
     metrics["steps"] = result.steps
     metrics["train_seconds"] = result.train_seconds
     metrics["eval_seconds"] = result.eval_seconds
@@ -469,10 +504,7 @@ def _record_from_result(
     evaluator: ContinualEvaluator | None,
 ) -> RunRecord:
     now = time.time()
-    metrics = _metrics(result, stream.kind)
-    if evaluator is not None:
-        metrics.update(summarize_log(evaluator.log, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
-        metrics["continual_eval_seconds"] = evaluator.seconds
+    metrics = run_metrics(cfg, result, stream.kind, evaluator, evaluator.log if evaluator else None)
     return RunRecord(
         run_id=run_id,
         status="finished",
@@ -500,7 +532,16 @@ def _record_from_result(
 
 #: metrics aggregated by ``compare`` (mean and standard error over seeds); the continual ones
 #: are None unless the runs used continual evaluation (``--eval-every``)
-COMPARE_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_METRICS)
+COMPARE_METRICS = (
+    "acc",
+    "avg_inc_acc",
+    "forgetting",
+    "bwt",
+    "fwt",
+    "learning_acc",
+    *CONTINUAL_METRICS,
+    *ONLINE_METRICS,
+)
 #: ... and for language-model runs (losses in nats; forgetting is loss-based there)
 LM_COMPARE_METRICS = ("loss", "perplexity", "forgetting", "forgetting_first", "adaptation", "learning_loss", "acc")
 

@@ -328,6 +328,8 @@ def _per_experience_table(
 
 #: continual-evaluation metrics shown by run/show (those in %; gap_recover_steps is in steps)
 CONTINUAL_SHOWN = ("min_acc", "wc_acc", "wf", "wp", "lca", "stability_gap")
+#: online runs (train.mode=online): predict-before-train accuracy, anytime accuracy (in %)
+ONLINE_SHOWN = ("online_acc", "anytime_acc")
 
 
 def _is_lm(rec: Any) -> bool:
@@ -379,9 +381,11 @@ def _metrics_table(metrics: dict[str, Any]) -> Table:
     t = Table(title="metrics", title_justify="left")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_SHOWN):
+    for k in ("acc", "avg_inc_acc", "forgetting", "bwt", "fwt", "learning_acc", *CONTINUAL_SHOWN, *ONLINE_SHOWN):
         if k in metrics:
             t.add_row(k, _pct(metrics[k]) if metrics[k] is not None else "–")
+    if "online_logloss" in metrics:
+        t.add_row("online_logloss (nats)", _num(metrics["online_logloss"]))
     if "gap_recover_steps" in metrics:
         v = metrics["gap_recover_steps"]
         t.add_row("gap_recover_steps", f"{v:.0f}" if v is not None and v == v else "–")
@@ -393,7 +397,8 @@ TABLE_METRICS = ("acc", "forgetting", "bwt", "fwt", "learning_acc")
 
 METRIC_HELP = (
     "acc: final average accuracy; forgetting: max-minus-last (Chaudhry); bwt/fwt: backward/forward "
-    "transfer; learning_acc: mean of R[i,i]. All in %."
+    "transfer; learning_acc: mean of R[i,i]; online_acc: accuracy of each incoming batch predicted before "
+    "training on it; anytime_acc: mean accuracy on the seen experiences during training. All in %."
 )
 CONTINUAL_HELP = (
     "min_acc: mean worst accuracy on old experiences; wc_acc: worst-case accuracy; wf/wp: windowed "
@@ -460,6 +465,9 @@ def run(
     """Train one strategy on one benchmark, print the accuracy matrix and metrics, record the run.
 
     Example: perennial run -b split-mnist -s replay --set strategy.buffer_size=200 --json out.json
+
+    Online (one pass, each batch predicted then trained on; docs/online.md): perennial run -b split-mnist
+    -s er-ace --set train.mode=online --set train.batch_size=10 --set train.boundaries=hidden
 
     A killed or interrupted run continues exactly with: perennial resume RUN_ID
     """
@@ -662,6 +670,7 @@ def compare(
     Example: perennial compare -b text-domains --strategies replay --sweep strategy.ratio=0,0.05,0.25 --seeds 3
 
     Example: perennial compare --strategies naive,replay --seeds 4 --workers 2   (runs as Ray tasks)
+    Online runs (--set train.mode=online) add online_acc and anytime_acc columns (docs/online.md).
     """
     from perennial import api
     from perennial.config import build_config
@@ -763,6 +772,7 @@ def compare(
             lm = _is_lm(first)
             cols = LM_TABLE_METRICS if lm else TABLE_METRICS
             cols += tuple(m for m in ("min_acc",) if any(r.get(f"{m}_mean") is not None for r in res.rows))
+            cols += tuple(m for m in ONLINE_SHOWN if any(r.get(f"{m}_mean") is not None for r in res.rows))
             unit = "losses in nats, acc in %" if lm else "%"
             t = Table(
                 title=f"{first.benchmark} ({first.scenario}-incremental), {len(seed_list)} seed(s): "
@@ -1482,7 +1492,13 @@ def _print_lines(lines: list[str]) -> None:
 @list_app.command("strategies")
 def list_strategies(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Add scenarios, language-model support (+lm) and a description.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Add scenarios, language-model support (+lm), online support (online: runs with "
+            "train.mode=online; online+hidden: also with train.boundaries=hidden) and a description.",
+        ),
     ] = False,
 ) -> None:
     """Registered strategies."""
@@ -1496,12 +1512,21 @@ def list_strategies(
             if verbose:
                 lm = "+lm" if "lm" in cls.kinds else ""
                 scen = f"[{','.join(sorted(cls.scenarios))}]{lm}"
-                lines.append(f"{name:<14} {scen:<23} {cls.summary}")
+                online = ("online+hidden" if _boundary_free(cls) else "online") if cls.online else "offline"
+                lines.append(f"{name:<14} {scen:<23} {online:<14} {cls.summary}")
             else:
                 lines.append(name)
         return lines
 
     _print_lines(cached_lines(f"strategies{'-v' if verbose else ''}", produce))
+
+
+def _boundary_free(cls: Any) -> bool:
+    """Whether the strategy with its default hyperparameters runs with hidden boundaries."""
+    try:
+        return not cls().needs_boundaries()
+    except Exception:  # a strategy without defaults for every field
+        return bool(cls.boundary_free)
 
 
 @list_app.command("benchmarks")

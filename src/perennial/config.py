@@ -66,6 +66,19 @@ class BenchmarkConfig(BaseModel):
     max_bytes: int | None = Field(default=None, ge=1, description="text: training text per domain (default 400000)")
     val_bytes: int | None = Field(default=None, ge=1, description="text: validation text per domain (default 16384)")
     tokenizer: str | None = Field(default=None, description="text: 'byte' (default) or 'tokenizers:PATH.json'")
+    # stream shapes for online learning (docs/online.md):
+    blur: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="blurry boundaries: share of each experience's training samples moved to its neighbours",
+    )
+    drift_window: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="gradual drift: share of each experience mixed with its neighbour, linearly, around each boundary",
+    )
 
 
 class ModelConfig(BaseModel):

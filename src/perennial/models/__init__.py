@@ -183,6 +183,19 @@ MODELS.add("cnn-bn", ModelSpec("cnn-bn", cnn_bn, CNNBNParams, "small 2D CNN with
 MODELS.add("resnet", ModelSpec("resnet", resnet, ResNetParams, "small ResNet (ResNet-8) with batch normalisation"))
 
 
+from perennial.models.icl import ICLParams, icl  # noqa: E402
+
+MODELS.add(
+    "icl",
+    ModelSpec(
+        "icl",
+        icl,
+        ICLParams,
+        "transformer reading the last C labelled examples as context (in-context + SGD; strategy in-context)",
+    ),
+)
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from perennial.api import mean_sem
-from perennial.evaluation import CONTINUAL_METRICS
+from perennial.evaluation import CONTINUAL_METRICS, ONLINE_METRICS
 from perennial.store import RunRecord
 
 #: metrics of the accuracy matrix shown in tables (fractions; shown in %)
@@ -85,6 +85,10 @@ class Group:
             warnings.simplefilter("ignore", RuntimeWarning)  # cells no run measured stay nan
             out = np.nanmean(stack, axis=0) if np.isfinite(stack).any() else None
         return out
+
+    def has_online(self) -> bool:
+        """Whether the runs trained online (``train.mode=online``: a per-batch online-accuracy curve)."""
+        return any((r.metrics or {}).get("online_curve") for r in self.runs)
 
     def has_log(self) -> bool:
         return any(r.eval_log for r in self.runs)
@@ -201,4 +205,6 @@ def metric_names(groups: Sequence[Group]) -> list[str]:
     names = list(MATRIX_METRICS)
     if any(g.has_log() for g in groups):
         names += list(CONTINUAL_METRICS)
+    if any(g.has_online() for g in groups):
+        names += [m for m in ONLINE_METRICS if m != "anytime_acc" or any(g.has_log() for g in groups)]
     return names

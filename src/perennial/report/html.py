@@ -20,6 +20,7 @@ from perennial.report.plots import (
     accuracy_heatmap,
     comparison_chart,
     first_experience_plot,
+    online_curve_plot,
     stability_plot,
     timescales_plot,
     to_png,
@@ -41,6 +42,8 @@ code { background: #f5f5f5; padding: 0 .2rem; }
 """
 
 PERCENT_UNITLESS = {"gap_recover_steps"}
+#: metrics in nats (shown as they are, three decimals)
+NATS = {"online_logloss"}
 
 
 def _pct(mean: float | None, sem: float | None = None, scale: float = 100.0, digits: int = 1) -> str:
@@ -53,6 +56,8 @@ def _pct(mean: float | None, sem: float | None = None, scale: float = 100.0, dig
 def _fmt_metric(name: str, mean: float | None, sem: float | None = None) -> str:
     if name in PERCENT_UNITLESS:
         return _pct(mean, sem, scale=1.0, digits=0)
+    if name in NATS:
+        return _pct(mean, sem, scale=1.0, digits=3)
     return _pct(mean, sem)
 
 
@@ -84,7 +89,7 @@ def _metric_table(groups: Sequence[Group], names: Sequence[str], labels: Sequenc
     rows = []
     for m in names:
         arrow = " ↓" if m in LOWER_IS_BETTER else ""
-        unit = "steps" if m in PERCENT_UNITLESS else "%"
+        unit = "steps" if m in PERCENT_UNITLESS else "nats" if m in NATS else "%"
         cells = "".join(f"<td>{_fmt_metric(m, *g.metric(m))}</td>" for g in groups)
         label = f"{METRIC_LABELS.get(m, m)} ({unit}){arrow}"
         rows.append(f"<tr><td class='l' title='{html.escape(m)}'>{html.escape(label)}</td>{cells}</tr>")
@@ -179,6 +184,17 @@ def build_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str |
                     "switch that partly recovers is the stability gap.",
                 )
             )
+
+    if any(g.has_online() for g in groups):
+        parts.append(
+            img.add(
+                online_curve_plot(groups),
+                "online-accuracy",
+                "online accuracy over the incoming batches, one line per strategy",
+                "Online accuracy (Cai et al. 2021): every incoming batch is predicted before the model trains on "
+                "it; the curve is the running accuracy of those predictions over the stream.",
+            )
+        )
 
     for g, lab in zip(groups, labels, strict=True):
         parts.append(f"<h2>{html.escape(g.long_label)}</h2>")

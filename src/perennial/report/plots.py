@@ -34,9 +34,12 @@ METRIC_LABELS = {
     "lca": "LCA",
     "stability_gap": "stability gap",
     "gap_recover_steps": "steps to recover half the gap",
+    "online_acc": "online accuracy",
+    "online_logloss": "online log-loss (nats)",
+    "anytime_acc": "anytime accuracy",
 }
 #: metrics where lower is better (said on the chart)
-LOWER_IS_BETTER = {"forgetting", "stability_gap", "wf", "gap_recover_steps"}
+LOWER_IS_BETTER = {"forgetting", "stability_gap", "wf", "gap_recover_steps", "online_logloss"}
 
 
 def style(i: int) -> dict[str, object]:
@@ -234,4 +237,30 @@ def comparison_chart(groups: Sequence[Group], labels: Sequence[str]) -> Figure:
         axes[idx // ncols][idx % ncols].set_visible(False)
     seeds = sorted({len(g.runs) for g in groups})
     fig.suptitle(f"strategies compared: mean ± s.e.m. over {'/'.join(map(str, seeds))} seed(s)", fontsize=10)
+    return fig
+
+
+def online_curve_plot(groups: Sequence[Group]) -> Figure:
+    """Online accuracy (running accuracy of predict-before-train) over the stream, one line per
+    group (the mean over its seeds where the runs share the stream's length)."""
+    fig = new_figure(10.0, 4.4)
+    ax = fig.add_subplot()
+    for i, g in enumerate(g for g in groups if g.has_online()):
+        curves = [
+            np.asarray(r.metrics["online_curve"], dtype=float) for r in g.runs if (r.metrics or {}).get("online_curve")
+        ]
+        same = all(c.shape == curves[0].shape and np.array_equal(c[:, 0], curves[0][:, 0]) for c in curves)
+        if same:
+            ax.plot(
+                curves[0][:, 0], 100 * np.mean([c[:, 1] for c in curves], 0), label=g.label, linewidth=1.6, **style(i)
+            )
+        else:
+            for j, c in enumerate(curves):
+                ax.plot(c[:, 0], 100 * c[:, 1], label=g.label if j == 0 else None, linewidth=1.2, **style(i))
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("incoming batches")
+    ax.set_ylabel("online accuracy so far (%)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title("online accuracy: each batch predicted before training on it (running mean)", fontsize=10)
+    ax.legend(title="strategy", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title_fontsize=8)
     return fig

@@ -28,7 +28,6 @@ import torch
 from perennial import api
 from perennial.config import RunConfig, resolved
 from perennial.errors import CheckpointError
-from perennial.evaluation import summarize_log
 from perennial.evaluation.continual import EvalRecord
 from perennial.store import CheckpointDir, RunRecord, RunStore
 from perennial.train import Callback
@@ -115,13 +114,8 @@ def execute(cfg: RunConfig, run_id: str, checkpoint_dir: str | Path, *, threads:
     cbs: list[Callback] = [_RowsPlaceholder(), *([evaluator] if evaluator is not None else [])]
     checkpointer = api.RunCheckpointer(ckdir, cfg.checkpoint.every, api._identity(cfg, run_id))
     result = api._fit(cfg, model, stream, strategy, cbs, None, checkpointer=checkpointer, resume=payload)
-    metrics = api._metrics(result, stream.kind)
-    log: list[EvalRecord] = []
-    if evaluator is not None:
-        log = read_eval_file(root / EVAL_FILE)
-        grid = [r for r in log if not r.model]
-        metrics.update(summarize_log(grid, window=cfg.eval.window, lca_beta=cfg.eval.lca_beta))
-        metrics["continual_eval_seconds"] = evaluator.seconds
+    log: list[EvalRecord] = read_eval_file(root / EVAL_FILE) if evaluator is not None else []
+    metrics = api.run_metrics(cfg, result, stream.kind, evaluator, [r for r in log if not r.model])
     now = time.time()
     rec = RunRecord(
         run_id=run_id,

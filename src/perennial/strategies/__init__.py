@@ -14,11 +14,15 @@ from perennial.strategies import (  # noqa: F401  (registration)
     gdumb,
     gem,
     icarl,
+    in_context,
     joint,
     lwf,
     mas,
+    mir,
     naive,
+    ocm,
     replay,
+    scr,
     si,
     simplecil,
     slca,
@@ -35,13 +39,17 @@ from perennial.strategies.first_session import FirstSession
 from perennial.strategies.gdumb import GDumb
 from perennial.strategies.gem import AGEM, GEM
 from perennial.strategies.icarl import ICaRL
+from perennial.strategies.in_context import InContext
 from perennial.strategies.joint import Cumulative, Joint
 from perennial.strategies.lwf import LwF
 from perennial.strategies.mas import MAS
+from perennial.strategies.mir import MIR
 from perennial.strategies.naive import Naive
+from perennial.strategies.ocm import OCM
 from perennial.strategies.registry import STRATEGIES, make_strategy, register
 from perennial.strategies.rehearsal import Rehearsal
 from perennial.strategies.replay import Replay
+from perennial.strategies.scr import SCR
 from perennial.strategies.si import SI
 from perennial.strategies.simplecil import SimpleCIL
 from perennial.strategies.slca import SLCA
@@ -54,6 +62,9 @@ __all__ = [
     "EWC",
     "GEM",
     "MAS",
+    "MIR",
+    "OCM",
+    "SCR",
     "SI",
     "SLCA",
     "STRATEGIES",
@@ -68,6 +79,7 @@ __all__ = [
     "FirstSession",
     "GDumb",
     "ICaRL",
+    "InContext",
     "Joint",
     "LwF",
     "Naive",

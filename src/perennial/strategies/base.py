@@ -87,6 +87,9 @@ class Context:
     step: int = 0  # optimizer steps taken so far (all experiences)
     step_in_experience: int = 0
     steps_in_experience: int = 0
+    #: online training: which update on the same incoming batch this is (0: the first; more with
+    #: ``train.iters_per_batch`` > 1), so that methods store each incoming sample once
+    repeat: int = 0
     epoch: int = 0
     seen_classes: tuple[int, ...] = ()
     #: the current experience's phase overrides from ``train.phases`` (plain data, e.g.
@@ -144,6 +147,14 @@ class Strategy(BaseModel):
     #: what the method needs from the model beyond ``model(x, t)`` (e.g. ``"features"``; see
     #: ``perennial.models.user.CAPABILITIES``), checked before training
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: runs in the online protocol (``train.mode=online``: one pass, each incoming batch predicted
+    #: and then trained on); False for methods that need an experience's whole data at once
+    online: ClassVar[bool] = True
+    #: works with hidden boundaries (``train.boundaries=hidden``): the method learns nothing from
+    #: ``before_experience`` / ``after_experience`` or the experience index (see ``needs_boundaries``)
+    boundary_free: ClassVar[bool] = False
+    #: the model the method needs (``model.name``), e.g. ``"icl"`` for in-context learning; None: any
+    needs_model: ClassVar[str | None] = None
 
     _state: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -192,6 +203,15 @@ class Strategy(BaseModel):
     def parts(self) -> Iterator[Strategy]:
         """The leaf strategies (itself, or the members of a composition)."""
         yield self
+
+    def runs_online(self) -> bool:
+        """True when every part runs in the online protocol (``online``)."""
+        return all(p.online for p in self.parts())
+
+    def needs_boundaries(self) -> bool:
+        """True when this configured method (any part of a composition) needs to be told where
+        experiences change; such methods are refused with ``train.boundaries=hidden``."""
+        return not self.boundary_free
 
     def needs_fresh_optimizer(self) -> bool:
         """True when any part sets ``fresh_optimizer`` (read by ``fit`` at each experience)."""

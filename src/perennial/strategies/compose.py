@@ -32,6 +32,9 @@ class Compose(Strategy):
         for m in self.members:
             yield from m.parts()
 
+    def needs_boundaries(self) -> bool:
+        return any(m.needs_boundaries() for m in self.members)
+
     def setup(self, ctx: Context) -> None:
         for m in self.members:
             m.setup(ctx)

@@ -29,6 +29,7 @@ class DER(Rehearsal):
     """
 
     summary = "dark experience replay (match stored logits)"
+    boundary_free = True
 
     alpha: float = Field(default=0.3, ge=0.0, description="weight of the logit-matching loss")
     replay_batch_size: int | None = Field(

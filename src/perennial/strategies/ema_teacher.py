@@ -32,6 +32,7 @@ class EMATeacher(Strategy):
     """
 
     summary = "slow EMA teacher: logit consistency towards it, predict with it"
+    boundary_free = True
 
     decay: float = Field(default=0.99, ge=0.0, lt=1.0, description="EMA decay of the teacher")
     weight: float = Field(default=1.0, ge=0.0, description="weight of the consistency loss")

@@ -30,6 +30,7 @@ class ERACE(Rehearsal):
     """
 
     summary = "experience replay with the asymmetric cross-entropy (ER-ACE)"
+    boundary_free = True
 
     replay_batch_size: int | None = Field(
         default=None, ge=1, description="replayed samples per step (default: the training batch size)"

@@ -37,6 +37,7 @@ class GDumb(Rehearsal):
     """
 
     summary = "greedy class-balanced memory; retrain from scratch on it at every experience"
+    online = False  # needs the whole experience (or memory) at once
     store_every_step = False
     buffer_policy: Literal["past"] = boundary_buffer_policy()  # type: ignore[assignment]
     fresh_optimizer = True

@@ -17,6 +17,7 @@ class Joint(Strategy):
     accuracy matrix then shows the jointly trained model."""
 
     summary = "offline upper bound: train once on all experiences' data"
+    online = False  # needs the whole experience (or memory) at once
     kinds = frozenset({"classification", "lm"})
 
     def train_split(self, ctx: Context, split: Split) -> Split:
@@ -30,6 +31,7 @@ class Cumulative(Strategy):
     """At experience k, continue training on the union of experiences 0..k (no memory limit)."""
 
     summary = "retrain on all data seen so far at every experience"
+    online = False  # needs the whole experience (or memory) at once
     kinds = frozenset({"classification", "lm"})
 
     def train_split(self, ctx: Context, split: Split) -> Split:

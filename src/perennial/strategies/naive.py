@@ -12,4 +12,5 @@ class Naive(Strategy):
     experience (van de Ven et al. 2022: ~19.9% on Split MNIST with 5 experiences)."""
 
     summary = "fine-tuning on each experience in turn (lower bound)"
+    boundary_free = True
     kinds = frozenset({"classification", "lm"})

@@ -82,8 +82,11 @@ class Rehearsal(Strategy):
         """Per-sample tensors stored with an experience's samples at its end."""
         return {}
 
+    def needs_boundaries(self) -> bool:
+        return not (self.boundary_free and self.stores_per_step)
+
     def after_step(self, ctx: Context, batch: Batch) -> None:
-        if self.stores_per_step:
+        if self.stores_per_step and ctx.repeat == 0:
             new = batch.new()
             group = ctx.exp_index if self.policy == "experience_balanced" else None
             self.buffer.add(new.x, new.y, new.t, group=group, **self.step_extras(ctx, new))

@@ -69,6 +69,7 @@ class Replay(Rehearsal):
 
     summary = "experience replay from a reservoir, class-balanced or herding buffer (optional power-law schedule), or ratio mixing"
     kinds = frozenset({"classification", "lm"})
+    boundary_free = True  # buffer mode with reservoir or class_balanced selection and uniform schedule
 
     replay_batch_size: int | None = Field(
         default=None, ge=1, description="replayed samples per step (default: the training batch size)"
@@ -92,6 +93,10 @@ class Replay(Rehearsal):
                 f"ratio mode replays all earlier data without a buffer; drop {', '.join(both)} or drop ratio"
             )
         return self
+
+    def needs_boundaries(self) -> bool:
+        # ratio mode and the power schedule read the experience index
+        return self.ratio is not None or self.schedule == "power" or super().needs_boundaries()
 
     def setup(self, ctx: Context) -> None:
         if self.ratio is None:

@@ -27,6 +27,7 @@ class Teachers(Strategy):
     name: ClassVar[str] = "teachers"
     summary: ClassVar[str] = "EMA copies of the model at chosen decays (timescales.teachers)"
     kinds: ClassVar[frozenset[str]] = frozenset({"classification", "lm"})  # weights only: any model
+    boundary_free: ClassVar[bool] = True
 
     decays: dict[str, float] = Field(description="copy name -> EMA decay in [0, 1)")
     predict_with: str | None = Field(default=None, description="evaluate with this copy")

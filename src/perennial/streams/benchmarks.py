@@ -299,6 +299,38 @@ BENCHMARKS.add(
 )
 
 
+def _rotating_digits(scenario: Scenario = "domain", n_experiences: int | None = None) -> Stream:
+    import torch
+
+    from perennial.streams.online import rotating
+
+    xtr, ytr, xte, yte = datasets.digits()
+    return rotating(
+        torch.as_tensor(xtr),
+        torch.as_tensor(ytr),
+        torch.as_tensor(xte),
+        torch.as_tensor(yte),
+        n_experiences=n_experiences or 10,
+        name="rotating-digits",
+    )
+
+
+BENCHMARKS.add(
+    "rotating-digits",
+    Benchmark(
+        "rotating-digits",
+        "long drifting stream (online): 120 segments of 50 8x8 digits rotating 3 degrees per segment, in 10 experiences",
+        ("domain",),
+        "domain",
+        _rotating_digits,
+        {
+            "model": {"name": "mlp", "hidden": [256, 256]},
+            "train": {"mode": "online", "batch_size": 10, "lr": 1e-3, "optimizer": "adam"},
+        },
+    ),
+)
+
+
 def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> Stream:
     """Build a registered benchmark: ``build_benchmark("split-mnist", "task")``."""
     bench = BENCHMARKS.get(name, field="benchmark")

@@ -33,6 +33,7 @@ from perennial.streams.core import Split, Stream
 from perennial.train.contract import prepare_model
 from perennial.train.distributed import Distributed, check_world, data_parallel
 from perennial.train.evaluate import EvalPolicy, evaluate_row
+from perennial.train.online import OnlineFeed, check_online
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
@@ -91,6 +92,8 @@ class FitResult:
     experience_seconds: list[float] = field(default_factory=list)
     experience_eval_seconds: list[float] = field(default_factory=list)
     skipped_batches: int = 0
+    #: online mode: one row per incoming batch (train.online.LOG_COLUMNS), scored before training
+    online_log: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -169,10 +172,13 @@ def make_optimizer(
 
 
 def steps_for(n_samples: int, s: TrainSettings) -> tuple[int, int]:
-    """(steps per epoch, total steps) for an experience with ``n_samples`` training samples."""
+    """(steps per epoch, total steps) for an experience with ``n_samples`` training samples.
+    Online: one pass of ``iters_per_batch`` steps on each incoming batch."""
     if n_samples == 0:
         return 0, 0
-    per_epoch = math.ceil(n_samples / s.batch_size)
+    per_epoch = math.ceil(n_samples / s.batch_size) * s.iters_per_batch
+    if s.mode == "online":  # one pass: epochs and steps do not apply
+        return per_epoch, per_epoch
     return per_epoch, s.steps if s.steps is not None else s.epochs * per_epoch
 
 
@@ -299,6 +305,7 @@ def fit(
     strategy.check_kind(stream.kind)  # e.g. language-modelling streams need strategies that handle (B, T, V) logits
     model = prepare_model(model, stream, strategy, timescales)  # any nn.Module; contract checked (train/contract.py)
     check_phases(model, stream, s)
+    check_online(strategy, stream, s)
     device = resolve_device(s.device)
     seed_everything(seed)
     progress = progress or NoProgress()
@@ -318,6 +325,10 @@ def fit(
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
     )
     sync_check = device.type == "cpu" or s.divergence == "skip"
+    # online: each incoming batch is predicted and scored before training (train/online.py)
+    feed = OnlineFeed(s.label_delay, device) if s.mode == "online" else None
+    told = feed is None or s.boundaries == "given"  # does the strategy learn where experiences change?
+    ipb = s.iters_per_batch
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
     st = LoopState()
@@ -331,6 +342,8 @@ def fit(
     else:
         check_world(resume, dist)
         st = _restore(resume, model, optimizer, strategy, callbacks, device)
+        if feed is not None:
+            feed.load_state_dict(resume["online"])
         ctx.step = st.step
         ctx.seen_classes = tuple(st.seen_classes)
         for cb in callbacks:
@@ -344,6 +357,7 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "strategy": strategy.state_dict(),
             "callbacks": [cb.state_dict() for cb in callbacks],
+            "online": feed.state_dict() if feed is not None else None,
             "rng": rng_state(),
             "loop": {
                 "exp_index": st.exp_index,
@@ -377,19 +391,19 @@ def fit(
         se = s.for_experience(exp.index)  # this experience's phase overrides applied (steps, lr, schedule, ...)
         phase = s.phase(exp.index)
         ctx.phase = phase.model_dump(exclude_none=True, exclude_defaults=True)
-        if not mid and (se.reset_optimizer or strategy.needs_fresh_optimizer()) and exp.index > 0:  # e.g. GDumb
+        if told and not mid and (se.reset_optimizer or strategy.needs_fresh_optimizer()) and exp.index > 0:
             apply_freeze(model, trainable, ())
             optimizer = make_optimizer(model, s, timescales)
         apply_freeze(model, trainable, phase.freeze)
-        if not mid:
+        if told and not mid:
             strategy.before_experience(ctx)
         # lr_scales is a function of the context (also after a resume inside the experience)
-        apply_lr_scales(optimizer, strategy.lr_scales(ctx))
+        apply_lr_scales(optimizer, strategy.lr_scales(ctx) if told else {})
         if not mid:
             for cb in callbacks:
                 cb.on_experience_start(ctx)
 
-        data = strategy.train_split(ctx, exp.train)
+        data = strategy.train_split(ctx, exp.train) if told else exp.train
         n = len(data)
         per_epoch, total = steps_for(n, se)
         ctx.steps_in_experience = total
@@ -414,15 +428,23 @@ def fit(
             if should_stop is not None and should_stop():
                 save()
                 raise RunInterrupted(f"stopped at step {st.step} (experience {exp.index}, step {k} of {total})")
-            pos = k % per_epoch
-            if pos == 0:  # new epoch: a new shuffled order of this experience's data
-                perm = torch.randperm(n, generator=order_gen).to(device)
+            if k % per_epoch == 0:  # new epoch: a new shuffled order of this experience's data
+                ordered = feed is not None and stream.meta.get("ordered")  # online streams built in order
+                perm = torch.arange(n) if ordered else torch.randperm(n, generator=order_gen)
+                perm = perm.to(device)
                 st.perm, st.order_state = perm, order_gen.get_state()
             ctx.epoch = k // per_epoch
+            pos, ctx.repeat = divmod(k % per_epoch, ipb)  # offline: ipb = 1, repeat = 0
             idx = perm[pos * s.batch_size : (pos + 1) * s.batch_size]
             if dist is not None:  # data-parallel: this rank's shard of the global batch
                 idx = dist.shard(idx)
             batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
+            if feed is not None:  # online: predict and score first; train on the labels that arrived
+                arrived = feed.arrive(ctx, strategy, batch) if ctx.repeat == 0 else feed.current
+                if arrived is None:  # label delay: nothing to train on yet
+                    st.k = ctx.step_in_experience = k + 1
+                    continue
+                batch = arrived
             batch = strategy.prepare_batch(ctx, batch)
 
             lr = se.lr * lr_multiplier(k, total, se.schedule, se.warmup_steps, se.min_lr_ratio, se.decay_fraction)
@@ -457,7 +479,8 @@ def fit(
         progress.end()
         apply_freeze(model, trainable, ())
 
-        strategy.after_experience(ctx)
+        if told:
+            strategy.after_experience(ctx)
         if dist is not None:
             dist.check_in_sync(model)
         t0 = time.perf_counter()
@@ -485,6 +508,7 @@ def fit(
         experience_seconds=st.exp_seconds,
         experience_eval_seconds=st.exp_eval_seconds,
         skipped_batches=st.skipped,
+        online_log=feed.rows() if feed is not None else [],
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Schedule = Literal["constant", "cosine", "linear", "wsd"]
 
@@ -95,6 +95,22 @@ class TrainSettings(BaseModel):
     phases: list[Phase] = Field(
         default_factory=list, description="per-experience overrides ([[train.phases]] tables, see Phase)"
     )
+    # online continual learning (docs/online.md)
+    mode: Literal["offline", "online"] = Field(
+        default="offline",
+        description="offline: epochs over each experience; online: one pass (epochs and steps are ignored), "
+        "each incoming batch predicted (scored) then trained on",
+    )
+    iters_per_batch: int = Field(
+        default=1, ge=1, description="online: optimizer steps on each incoming batch (the online analogue of epochs)"
+    )
+    boundaries: Literal["given", "hidden"] = Field(
+        default="given",
+        description="online: hidden = strategies get no before/after_experience at the experience switches",
+    )
+    label_delay: int = Field(
+        default=0, ge=0, description="online: labels arrive this many incoming batches after their inputs"
+    )
 
     def phase(self, index: int) -> Phase:
         """The phase of experience ``index`` (an empty one beyond the declared phases)."""
@@ -110,6 +126,16 @@ class TrainSettings(BaseModel):
             update["steps"] = None  # the phase counts in epochs
         return self.model_copy(update={**update, "phases": []})
 
+    @model_validator(mode="after")
+    def _online_fields(self) -> TrainSettings:
+        if self.mode == "offline":
+            used = sorted(
+                f for f in ("iters_per_batch", "boundaries", "label_delay") if getattr(self, f) != _DEFAULTS[f]
+            )
+            if used:
+                raise ValueError(f"{', '.join(used)} apply to online training only; also set train.mode=online")
+        return self
+
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
@@ -117,3 +143,6 @@ class TrainSettings(BaseModel):
         if not ok:
             raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
         return v
+
+
+_DEFAULTS = {"iters_per_batch": 1, "boundaries": "given", "label_delay": 0}
