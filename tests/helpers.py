@@ -44,3 +44,14 @@ def tiny_text_stream(n_domains: int = 3, context: int = 16, docs: int = 12, seed
             documents.append((f"doc{i}", bytes(ids.tolist())))
         domains.append(Domain(f"dom{d}", documents))
     return text_stream(domains, context=context, max_bytes=3000, val_bytes=600, name="tiny-text")
+
+
+#: summary keys that are wall-clock measurements (they differ between otherwise identical runs)
+TIMING = {
+    "seconds",
+    "train_seconds",
+    "eval_seconds",
+    "continual_eval_seconds",
+    "experience_train_seconds",
+    "experience_eval_seconds",
+}

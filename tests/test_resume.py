@@ -20,21 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import TIMING
 from perennial import api
 from perennial.config import build_config
 from perennial.errors import CheckpointError
 from perennial.store import CheckpointDir, RunStore
 from perennial.strategies import STRATEGIES
 from perennial.train import Callback
-
-TIMING = {
-    "seconds",
-    "train_seconds",
-    "eval_seconds",
-    "continual_eval_seconds",
-    "experience_train_seconds",
-    "experience_eval_seconds",
-}
 
 
 class Killed(BaseException):
