@@ -53,20 +53,8 @@ def new_run_id(cfg: RunConfig) -> str:
 
 def build_stream(cfg: RunConfig) -> Stream:
     b = cfg.benchmark
-    return build_benchmark(
-        b.name,
-        b.scenario,
-        classes_per_exp=b.classes_per_exp,
-        class_order_seed=b.class_order_seed,
-        n_experiences=b.n_experiences,
-        path=b.path,
-        domains=b.domains,
-        context=b.context,
-        max_bytes=b.max_bytes,
-        val_bytes=b.val_bytes,
-        tokenizer=b.tokenizer,
-        first_classes=b.first_classes,
-    )
+    options = b.model_dump(exclude={"name", "scenario"})  # None = not set; build_benchmark drops those
+    return build_benchmark(b.name, b.scenario, **options)
 
 
 class StoreRecorder(Callback):

@@ -708,8 +708,11 @@ def list_benchmarks(
     from perennial.streams import BENCHMARKS
 
     for name, b in BENCHMARKS.items():
+        local = " (needs local data)" if b.needs_data else ""
         out.print(
-            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name, markup=False, soft_wrap=True
+            f"{name:<16} [{','.join(b.scenarios)}]{local} {b.description}" if verbose else name,
+            markup=False,
+            soft_wrap=True,
         )
 
 
@@ -719,7 +722,7 @@ def list_models(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="A
     from perennial.models import MODELS
 
     for name, m in MODELS.items():
-        out.print(f"{name:<8} {m.description}" if verbose else name)
+        out.print(f"{name:<16} {m.description}" if verbose else name)
 
 
 def main() -> None:  # pragma: no cover - entry point

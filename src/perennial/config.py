@@ -51,6 +51,18 @@ class BenchmarkConfig(BaseModel):
         default=None,
         description="data folder (npz-dir: one .npz file per experience; text-domains: one sub-folder per domain)",
     )
+    # image benchmarks (image-folder and the named protocols) only:
+    class_order: str | list[str] | None = Field(
+        default=None, description="images: class order, a file with one class name per line (or a list of names)"
+    )
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="images: test share of each class without train/ and test/ (0.2)"
+    )
+    image_size: int | None = Field(default=None, ge=1, description="images: resize every image to NxN when decoding")
+    storage: str | None = Field(
+        default=None, description="images: auto (default), memory (uint8 tensor) or disk (read per batch)"
+    )
+    cache_dir: str | None = Field(default=None, description="images: decoded cache folder (default CACHE/images)")
     # text benchmarks (text-domains) only:
     domains: list[str] | None = Field(
         default=None, description="text: domains in training order (default prose, python, c; or every sub-folder)"

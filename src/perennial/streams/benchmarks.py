@@ -12,6 +12,7 @@ from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
 from perennial.streams import datasets, text
 from perennial.streams.core import Scenario, Stream
+from perennial.streams.images import image_folder
 from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
 
 
@@ -30,6 +31,7 @@ class Benchmark:
     build: Callable[..., Stream]
     defaults: dict[str, Any] = field(default_factory=dict)
     kind: str = "classification"  # or "lm": language modelling (token windows, next-token prediction)
+    needs_data: bool = False  # runs only on data the user has locally (benchmark.path)
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -172,6 +174,7 @@ BENCHMARKS.add(
         "",
         _npz_dir,
         {"model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 10, "batch_size": 64}},
+        needs_data=True,
     ),
 )
 
@@ -218,6 +221,26 @@ BENCHMARKS.add(
 )
 
 
+_IMAGE_DEFAULTS = {
+    "model": {"name": "resnet18-reduced"},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.03, "optimizer": "sgd", "augment": "crop-flip"},
+}
+
+BENCHMARKS.add(
+    "image-folder",
+    Benchmark(
+        "image-folder",
+        "your images: benchmark.path = a folder with one sub-folder per class (optionally train/ and test/), "
+        "decoded once into a uint8 cache",
+        ("class", "task", "domain"),
+        "class",
+        image_folder,
+        _IMAGE_DEFAULTS,
+        needs_data=True,
+    ),
+)
+
+
 def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> Stream:
     """Build a registered benchmark: ``build_benchmark("split-mnist", "task")``."""
     bench = BENCHMARKS.get(name, field="benchmark")
@@ -227,7 +250,7 @@ def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> S
     options = {k: v for k, v in options.items() if v is not None}
     import inspect
 
-    accepted = set(inspect.signature(bench.build).parameters)
+    accepted = set(inspect.signature(bench.build).parameters) - {"name"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DataError(

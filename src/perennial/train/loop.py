@@ -31,7 +31,9 @@ from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunI
 from perennial.models import Classifier
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
+from perennial.train.data import epoch_batches, fingerprint_inputs
 from perennial.train.evaluate import evaluate_stream
+from perennial.train.gpu import attach_input_options, autocast_for, grad_scaler
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
 from perennial.train.settings import TrainSettings
@@ -179,7 +181,7 @@ def fingerprint(split: Split) -> list[float]:
     if n == 0:
         return [0.0, 0.0, 0.0]
     w = torch.arange(1, n + 1, dtype=torch.float64, device=split.y.device)
-    xs = split.x.reshape(n, -1).to(torch.float64).sum(1)
+    xs = fingerprint_inputs(split.x).to(w.device)
     ys = split.y.reshape(n, -1).to(torch.float64).sum(1)  # (N,) for labels and for (N, T) token targets
     return [float(n), float((xs * w).sum()), float((ys * w).sum())]
 
@@ -245,15 +247,25 @@ def optimizer_step(
     batch: Batch,
     loss: torch.Tensor,
     grad_clip: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """The backward half of one training step: gradients, the strategy's gradient hook
-    (projections, masks), clipping, the optimizer step, then the strategy's after-step hook."""
+    (projections, masks), clipping, the optimizer step, then the strategy's after-step hook.
+    With fp16 the ``scaler`` scales the loss and unscales the gradients before the hooks."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
     strategy.before_step(ctx)
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     strategy.after_step(ctx, batch)
 
 
@@ -304,9 +316,9 @@ def fit(
     # start (so its parameter groups never change); frozen parameters get no gradient.
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, s, timescales)
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
-    )
+    autocast = autocast_for(device, s.precision)
+    scaler = grad_scaler(device, s.precision)
+    augmenter = attach_input_options(model, s)  # augmentation, channels_last, compile
     sync_check = device.type == "cpu" or s.divergence == "skip"
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
@@ -319,6 +331,8 @@ def fit(
             cb.on_fit_start(ctx, st.b_acc, st.b_loss)
     else:
         st = _restore(resume, model, optimizer, strategy, callbacks, device)
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         ctx.step = st.step
         ctx.seen_classes = tuple(st.seen_classes)
         for cb in callbacks:
@@ -332,6 +346,7 @@ def fit(
             "strategy": strategy.state_dict(),
             "callbacks": [cb.state_dict() for cb in callbacks],
             "rng": rng_state(),
+            "scaler": None if scaler is None else scaler.state_dict(),
             "loop": {
                 "exp_index": st.exp_index,
                 "k": st.k,
@@ -357,6 +372,7 @@ def fit(
 
     for exp in stream.experiences[st.exp_index :]:
         t_exp = time.perf_counter()
+        batches = None
         mid = st.k > 0 or st.perm is not None  # resuming inside this experience
         ctx.experience = exp
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
@@ -402,9 +418,13 @@ def fit(
             if pos == 0:  # new epoch: a new shuffled order of this experience's data
                 perm = torch.randperm(n, generator=order_gen).to(device)
                 st.perm, st.order_state = perm, order_gen.get_state()
+            if pos == 0 or batches is None:  # index slices, or DataLoader workers for on-disk data
+                batches = epoch_batches(data, perm, pos, s.batch_size, device, s.workers)
             ctx.epoch = k // per_epoch
-            idx = perm[pos * s.batch_size : (pos + 1) * s.batch_size]
-            batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
+            x, y, t = next(batches)
+            batch = Batch(x, y, t, n_new=len(y))
+            if augmenter is not None:  # augmentation depends on the seed and the step only
+                augmenter.reseed(ctx.seed_for("augment", st.step))
             batch = strategy.prepare_batch(ctx, batch)
 
             lr = se.lr * lr_multiplier(k, total, se.schedule, se.warmup_steps, se.min_lr_ratio, se.decay_fraction)
@@ -426,7 +446,7 @@ def fit(
                 if (k % 25 == 24 or k == total - 1) and int(first_bad) >= 0:
                     bad = int(first_bad)
                     raise _diverged(bad, exp.index, exp.name, bad - (st.step - k), total)
-            optimizer_step(ctx, strategy, optimizer, batch, loss, s.grad_clip)
+            optimizer_step(ctx, strategy, optimizer, batch, loss, s.grad_clip, scaler)
             st.step += 1
             st.k = k + 1
             ctx.step, ctx.step_in_experience = st.step, k + 1

@@ -1,0 +1,255 @@
+"""Image folders (decoded once into a uint8 cache, in memory or read from disk per batch), the
+ResNet models, on-device augmentation and the DataLoader path with workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from perennial import api
+from perennial.config import build_config
+from perennial.errors import ConfigError, DataError
+from perennial.models import build_model
+from perennial.models.augment import Augmenter, crop_flip, random_resized_crop
+from perennial.store import RunStore
+from perennial.strategies import STRATEGIES
+from perennial.streams import build_benchmark
+from perennial.streams.images import image_folder, load_image_folder, write_image_folder
+from perennial.streams.source import DiskImages
+from perennial.train import Callback, TrainSettings, fit
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("imgs") / "f", n_classes=4, per_class=12, size=8)
+
+
+def build(folder: Path, tmp: Path, **kw):
+    return image_folder(path=str(folder), cache_dir=str(tmp / "cache"), **kw)
+
+
+def test_folder_builds_a_class_incremental_stream_of_uint8_images(folder, tmp_path):
+    s = build(folder, tmp_path, classes_per_exp=2)
+    assert s.n_classes == 4 and s.input_shape == (3, 8, 8) and len(s) == 2
+    assert s[0].classes == (0, 1) and s[1].classes == (2, 3)
+    assert s[0].train.x.dtype == torch.uint8 and isinstance(s[0].train.x, torch.Tensor)
+    # seeded stratified split: 20% of 12 -> 2 test images per class, the rest train
+    assert [len(e.train) for e in s] == [20, 20] and [len(e.test) for e in s] == [4, 4]
+    assert s.meta["classes"] == ["class000", "class001", "class002", "class003"]
+
+
+def test_second_build_reuses_the_cache_and_a_changed_folder_gets_a_new_one(tmp_path):
+    f = write_image_folder(tmp_path / "f", 2, 4, size=8)
+    c1 = load_image_folder(f, cache=tmp_path / "c")
+    stamp = c1.x_path.stat().st_mtime_ns
+    c2 = load_image_folder(f, cache=tmp_path / "c")
+    assert c2.root == c1.root and c2.x_path.stat().st_mtime_ns == stamp  # not decoded again
+    write_image_folder(tmp_path / "extra", 1, 1, size=8, seed=5)
+    (tmp_path / "extra" / "class000" / "00000.png").rename(f / "class001" / "new.png")
+    c3 = load_image_folder(f, cache=tmp_path / "c")
+    assert c3.root != c1.root and len(c3) == len(c1) + 1
+
+
+def test_disk_storage_reads_the_same_pixels_as_memory(folder, tmp_path):
+    mem = build(folder, tmp_path, classes_per_exp=2, storage="memory")
+    disk = build(folder, tmp_path, classes_per_exp=2, storage="disk")
+    for a, b in zip(mem, disk, strict=True):
+        assert isinstance(b.train.x, DiskImages)
+        assert torch.equal(a.train.x, b.train.x.materialize()) and torch.equal(a.train.y, b.train.y)
+        idx = torch.tensor([5, 0, 3, 4, 19])  # unsorted, with a run of consecutive rows
+        assert torch.equal(a.train.x[idx], b.train.x[idx])
+        assert torch.equal(a.test.x[1:3], b.test.x[1:3])
+
+
+def test_train_and_test_subtrees_and_class_orders(tmp_path):
+    f = write_image_folder(tmp_path / "f", 4, 5, size=8, split=True, test_per_class=2)
+    s = image_folder(path=str(f), cache_dir=str(tmp_path / "c"), classes_per_exp=1)
+    assert [len(e.train) for e in s] == [5] * 4 and [len(e.test) for e in s] == [2] * 4
+    order = tmp_path / "order.txt"
+    order.write_text("class003\nclass001\nclass000\nclass002\n")
+    s2 = image_folder(path=str(f), cache_dir=str(tmp_path / "c"), classes_per_exp=2, class_order=str(order))
+    assert [e.classes for e in s2] == [(3, 1), (0, 2)]
+    s3 = image_folder(path=str(f), cache_dir=str(tmp_path / "c"), classes_per_exp=1, class_order_seed=1993)
+    s4 = image_folder(path=str(f), cache_dir=str(tmp_path / "c"), classes_per_exp=1, class_order_seed=1993)
+    assert [e.classes for e in s3] == [e.classes for e in s4] and sorted(c for e in s3 for c in e.classes) == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    order.write_text("class003\nclass001\n")
+    with pytest.raises(DataError, match="missing classes"):
+        image_folder(path=str(f), cache_dir=str(tmp_path / "c"), class_order=str(order))
+
+
+def test_bad_folders_give_one_clear_error(tmp_path):
+    f = write_image_folder(tmp_path / "f", 2, 3, size=8)
+    (f / "class000" / "notes.txt").write_text("hello")
+    (f / "class001" / "broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError) as e:
+        load_image_folder(f, cache=tmp_path / "c")
+    msg = str(e.value)
+    assert "notes.txt: not an image file" in msg and "broken.png: cannot be read as an image" in msg
+    (f / "class000" / "notes.txt").unlink()
+    (f / "class001" / "broken.png").unlink()
+    (f / "empty").mkdir()
+    with pytest.raises(DataError, match="empty has no images"):
+        load_image_folder(f, cache=tmp_path / "c")
+    (f / "empty").rmdir()
+    write_image_folder(tmp_path / "big", 1, 1, size=12)
+    (tmp_path / "big" / "class000" / "00000.png").rename(f / "class000" / "big.png")
+    with pytest.raises(DataError, match=r"different sizes .*benchmark.image_size=N"):
+        load_image_folder(f, cache=tmp_path / "c")
+    c = load_image_folder(f, cache=tmp_path / "c", image_size=8)  # resized when decoded
+    assert c.row_shape == (3, 8, 8) and len(c) == 7
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "nowhere")
+
+
+def test_cli_bad_folder_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from perennial.cli import app
+
+    f = write_image_folder(tmp_path / "f", 2, 3, size=8)
+    (f / "class000" / "x.csv").write_text("1,2")
+    r = CliRunner().invoke(
+        app,
+        ["run", "-b", "image-folder", "--set", f"benchmark.path={f}", "--store", str(tmp_path / "s"), "--dry-run"],
+        env={"PERENNIAL_CACHE": str(tmp_path)},
+    )
+    assert r.exit_code == 2 and "x.csv: not an image file" in r.output
+
+
+def test_grayscale_folder_has_one_channel(tmp_path):
+    f = write_image_folder(tmp_path / "g", 2, 3, size=8, channels=1)
+    assert load_image_folder(f, cache=tmp_path / "c").row_shape == (1, 8, 8)
+
+
+# ---------------------------------------------------------------- models and augmentation
+
+
+def test_resnets_build_and_take_uint8_images():
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    for name, params, feats in [("resnet18-reduced", 1_094_000, 160), ("resnet32", 464_000, 64)]:
+        m = build_model(name, (3, 32, 32), 10)
+        n = sum(p.numel() for p in m.parameters())
+        assert abs(n - params) / params < 0.05, (name, n)
+        assert m(x).shape == (2, 10) and m.features(x).shape == (2, feats)
+    with pytest.raises(ValueError, match=r"needs images of shape \(C, H, W\)"):
+        build_model("resnet18-reduced", (8,), 3)
+    multi = build_model("resnet18-reduced", (3, 8, 8), 4, task_classes=[[0, 1], [2, 3]], nf=4)
+    out = multi(x[:, :, :8, :8], torch.tensor([0, 1]))
+    assert (out[0, 2:] < -1e3).all() and (out[1, :2] < -1e3).all()  # multi-head masks on a resnet
+
+
+def test_crop_flip_is_seeded_keeps_dtype_and_moves_pixels():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 8, 8)
+    a = crop_flip(x, torch.Generator().manual_seed(3))
+    b = crop_flip(x, torch.Generator().manual_seed(3))
+    assert a.dtype == torch.uint8 and a.shape == x.shape and torch.equal(a, b)
+    outs = [crop_flip(x, torch.Generator().manual_seed(s)) for s in range(8)]
+    assert sum(not torch.equal(o, x) for o in outs) >= 6
+    flipped = crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    for i in range(2):  # with no padding each image is itself or its mirror image
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+    r = random_resized_crop(x, torch.Generator().manual_seed(0))
+    assert r.dtype == torch.float32 and r.shape == x.shape and float(r.min()) >= 0 and float(r.max()) <= 1
+
+
+def test_augmenter_reseeds_per_step_and_copies_fresh():
+    import copy
+
+    aug = Augmenter("cifar")
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    aug.reseed(7)
+    a1, a2 = aug(x), aug(x)
+    aug.reseed(7)
+    assert torch.equal(aug(x), a1) and not torch.equal(a1, a2)
+    assert copy.deepcopy(aug).recipe == "cifar"
+
+
+# ---------------------------------------------------------------- training on folders
+
+
+def _fit(stream, settings, strategy="naive", seed=0, callbacks=()):
+    torch.manual_seed(seed)
+    model = build_model("resnet18-reduced", stream.input_shape, stream.n_classes, nf=4)
+    strat = STRATEGIES.get(strategy)(**({"buffer_size": 16} if strategy == "replay" else {}))
+    return model, fit(model, stream, strat, settings, seed=seed, callbacks=callbacks)
+
+
+def test_disk_with_workers_trains_exactly_like_memory(folder, tmp_path):
+    s = TrainSettings(epochs=2, batch_size=8, lr=0.05, optimizer="sgd", augment="crop-flip")
+    m1, r1 = _fit(build(folder, tmp_path, classes_per_exp=2, storage="memory"), s, "replay")
+    m2, r2 = _fit(
+        build(folder, tmp_path, classes_per_exp=2, storage="disk"), s.model_copy(update={"workers": 2}), "replay"
+    )
+    assert r1.accuracy_matrix == r2.accuracy_matrix and r1.loss_matrix == r2.loss_matrix
+    for k, v in m1.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+
+
+def test_augmentation_needs_an_image_model(folder, tmp_path):
+    stream = build(folder, tmp_path, classes_per_exp=2)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=[8])
+    with pytest.raises(ConfigError, match=r"train\.augment: needs an image model"):
+        fit(model, stream, STRATEGIES.get("naive")(), TrainSettings(epochs=1, augment="cifar"))
+
+
+class Killed(BaseException):
+    pass
+
+
+class KillAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, ctx, batch, loss):
+        if self.step is not None and ctx.step == self.step:
+            raise Killed
+
+
+def test_on_disk_run_with_workers_resumes_bit_identical(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERENNIAL_CACHE", str(tmp_path / "cache"))
+    sets = [
+        f"benchmark.path={folder}",
+        "benchmark.classes_per_exp=2",
+        "benchmark.storage=disk",
+        "model.nf=4",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.workers=2",
+        "strategy.buffer_size=16",
+    ]
+    cfg = build_config(benchmark="image-folder", strategy="replay", overrides=sets, checkpoint_every=3)
+    store = RunStore(tmp_path / "store")
+    whole = api.run(cfg, store=store, run_id="whole").summary()
+    with pytest.raises(Killed):
+        api.run(cfg, store=store, run_id="killed", callbacks=[KillAt(5)])
+    resumed = api.resume(store, "killed", callbacks=[KillAt(None)]).summary()
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["loss_matrix"] == whole["loss_matrix"]
+
+
+def test_config_sets_image_folder_options(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERENNIAL_CACHE", str(tmp_path))
+    cfg = build_config(benchmark="image-folder", overrides=[f"benchmark.path={folder}", "benchmark.storage=disk"])
+    assert cfg.model.name == "resnet18-reduced" and cfg.train.augment == "crop-flip"
+    stream = api.build_stream(cfg)
+    assert stream.meta["on_disk"] and json.loads((Path(stream.meta["cache"]) / "meta.json").read_text())["files"] == 48
+    with pytest.raises(DataError, match="storage must be one of"):
+        build_benchmark("image-folder", path=str(folder), storage="ram")
+
+
+def test_fingerprint_of_disk_split_does_not_read_it(folder, tmp_path, monkeypatch):
+    from perennial.train.loop import fingerprint
+
+    s = build(folder, tmp_path, classes_per_exp=2, storage="disk")
+    monkeypatch.setattr(DiskImages, "read", lambda *a: (_ for _ in ()).throw(AssertionError("read")))
+    assert fingerprint(s[0].train) == fingerprint(s[0].train) != fingerprint(s[1].train)
+    assert np.isfinite(fingerprint(s[0].train)).all()
