@@ -253,3 +253,25 @@ def test_fingerprint_of_disk_split_does_not_read_it(folder, tmp_path, monkeypatc
     monkeypatch.setattr(DiskImages, "read", lambda *a: (_ for _ in ()).throw(AssertionError("read")))
     assert fingerprint(s[0].train) == fingerprint(s[0].train) != fingerprint(s[1].train)
     assert np.isfinite(fingerprint(s[0].train)).all()
+
+
+SMALL = {n: {"buffer_size": 12} for n in STRATEGIES.names() if "buffer_size" in STRATEGIES.get(n).model_fields}
+SMALL["slca"] = {"ca_samples": 8, "ca_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def disk_stream(folder, tmp_path_factory):
+    return build(folder, tmp_path_factory.mktemp("c"), classes_per_exp=2, storage="disk")
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_runs_on_resnet18_reduced_from_disk(name, disk_stream):
+    """Conformance on real-shaped data: uint8 images read from disk, augmented, a ResNet."""
+    torch.manual_seed(0)
+    model = build_model("resnet18-reduced", disk_stream.input_shape, disk_stream.n_classes, nf=4)
+    strategy = STRATEGIES.get(name)(**SMALL.get(name, {}))
+    r = fit(model, disk_stream, strategy, TrainSettings(epochs=1, batch_size=8, augment="cifar"))
+    assert len(r.accuracy_matrix) == 2 and all(np.isfinite(r.loss_matrix[-1]))
+    buffer = getattr(strategy, "buffer", None)
+    if buffer is not None and len(buffer):
+        assert buffer.x.dtype == torch.uint8  # replay keeps images as uint8 (4x less than float32)
