@@ -76,8 +76,8 @@ class ImageCache:
         return torch.from_numpy(np.fromfile(self.x_path, dtype=np.uint8)).view(len(self), *self.row_shape)
 
 
-def _listing(root: Path) -> tuple[list[str], list[tuple[str, int, int]], bool]:
-    """(class names, [(relative file path, class index, part)], has train/test sub-trees)."""
+def _listing(root: Path) -> tuple[list[str], list[tuple[str, int, int]], str]:
+    """(class names, [(relative file path, class index, part)], every file's path, size and mtime)."""
     if not root.is_dir():
         raise DataError(f"image folder {str(root)!r} does not exist or is not a folder; set benchmark.path=DIR")
     split_layout = (root / "train").is_dir() and (root / "test").is_dir()
@@ -100,6 +100,7 @@ def _listing(root: Path) -> tuple[list[str], list[tuple[str, int, int]], bool]:
             )
     files: list[tuple[str, int, int]] = []
     problems: list[str] = []
+    stats: list[str] = []
     for sub, p in parts:
         for c, name in enumerate(classes):
             d = (root / sub / name) if sub else (root / name)
@@ -108,15 +109,18 @@ def _listing(root: Path) -> tuple[list[str], list[tuple[str, int, int]], bool]:
                     continue  # a class without test images
                 problems.append(f"class folder {d} is missing")
                 continue
-            entries = sorted(f for f in d.iterdir() if not f.name.startswith("."))
-            images = [f for f in entries if f.is_file()]
-            if not images and (p == 0 or not split_layout):
+            prefix = f"{sub}/{name}/" if sub else f"{name}/"
+            with os.scandir(d) as it:  # one stat per file, for the cache key
+                entries = sorted((e for e in it if not e.name.startswith(".") and e.is_file()), key=lambda e: e.name)
+            if not entries and (p == 0 or not split_layout):
                 problems.append(f"class folder {d} has no images; add images or remove the folder")
-            for f in images:
-                files.append((str(f.relative_to(root)), c, p))
+            for e in entries:
+                st = e.stat()
+                files.append((prefix + e.name, c, p))
+                stats.append(f"{prefix}{e.name}\0{c}\0{p}\0{st.st_size}\0{st.st_mtime_ns}\n")
     if problems:
         raise DataError(_listed(f"image folder {root} is not usable", problems))
-    return classes, files, split_layout
+    return classes, files, "".join(stats)
 
 
 def _listed(header: str, problems: list[str], show: int = 8) -> str:
@@ -128,11 +132,9 @@ def _listed(header: str, problems: list[str], show: int = 8) -> str:
     )
 
 
-def _key(root: Path, files: list[tuple[str, int, int]], image_size: int | None) -> str:
+def _key(stats: str, image_size: int | None) -> str:
     h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "image_size": image_size}).encode())
-    for rel, c, p in files:
-        st = (root / rel).stat()
-        h.update(f"{rel}\0{c}\0{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update(stats.encode())
     return h.hexdigest()[:20]
 
 
@@ -141,19 +143,19 @@ def load_image_folder(
 ) -> ImageCache:
     """Decode ``path`` into the cache (once) and return it; bad files raise one :class:`DataError`."""
     root = Path(path).expanduser().resolve()
-    classes, files, _ = _listing(root)
-    key = _key(root, files, image_size)
+    classes, files, stats = _listing(root)
+    key = _key(stats, image_size)
     base = Path(cache).expanduser() if cache else cache_dir() / "images"
     final = base / f"images-{key}"
     if (final / "meta.json").is_file() and (final / "x.u8").is_file():
         try:
-            return _open(final, key)
+            return open_cache(final, key)
         except (OSError, ValueError, KeyError):
             shutil.rmtree(final, ignore_errors=True)  # a damaged cache: decode again
     return _decode(root, classes, files, image_size, base, final, key)
 
 
-def _open(final: Path, key: str) -> ImageCache:
+def open_cache(final: Path, key: str) -> ImageCache:
     meta = json.loads((final / "meta.json").read_text())
     labels = np.load(final / "labels.npy", allow_pickle=False)
     part = np.load(final / "part.npy", allow_pickle=False)
@@ -236,7 +238,7 @@ def _decode(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _open(final, key)
+    return open_cache(final, key)
 
 
 def read_class_order(spec: str | Sequence[str], classes: Sequence[str]) -> list[int]:
