@@ -40,7 +40,7 @@ def write_cache(out: Path, gb: float, classes: int, size: int, seed: int = 0) ->
             f.write(np.clip(img, 0, 255).astype(np.uint8).tobytes())
     np.save(out / "labels.npy", labels.astype(np.int64))
     part = np.zeros(n, dtype=np.int8)
-    part[np.arange(n) % (n // classes) >= (n // classes) * 5 // 6] = 1  # last sixth of each class: test
+    part[np.arange(n) % (n // classes) >= n // classes - 100] = 1  # the last 100 of each class: test (as CIFAR)
     np.save(out / "part.npy", part)
     meta = {"classes": [f"class{c:03d}" for c in range(classes)], "row_shape": [3, size, size], "files": n}
     (out / "meta.json").write_text(json.dumps(meta))

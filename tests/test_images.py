@@ -275,3 +275,46 @@ def test_every_strategy_runs_on_resnet18_reduced_from_disk(name, disk_stream):
     buffer = getattr(strategy, "buffer", None)
     if buffer is not None and len(buffer):
         assert buffer.x.dtype == torch.uint8  # replay keeps images as uint8 (4x less than float32)
+
+
+# ---------------------------------------------------------------- timm backbones
+
+
+def _timm_usable() -> bool:
+    from perennial.models.timm import import_timm
+
+    try:
+        import_timm()
+    except ConfigError:
+        return False
+    return True
+
+
+def test_timm_names_resolve_through_the_model_registry():
+    from perennial.models import MODELS
+
+    assert "timm:vit_small_patch16_224" in MODELS and "timm:" not in MODELS
+    assert MODELS.get("timm:resnet50").params().model_dump()["pretrained"] is None
+    with pytest.raises(ConfigError, match="timm:NAME"):
+        MODELS.get("resnet19", field="model.name")  # the suggestions list the prefix form
+
+
+@pytest.mark.skipif(_timm_usable(), reason="timm imports here: the error path is not reachable")
+def test_timm_without_a_working_install_says_what_to_install():
+    with pytest.raises(ConfigError, match=r"timm:NAME needs the package .*install"):
+        build_model("timm:vit_tiny_patch16_224", (3, 16, 16), 4)
+
+
+@pytest.mark.skipif(not _timm_usable(), reason="timm (with a torchvision that imports) is not installed")
+def test_timm_vit_runs_through_fit_with_replay_and_simplecil(folder, tmp_path):
+    stream = build(folder, tmp_path, classes_per_exp=2)
+    with pytest.raises(ValueError, match="timm has no model"):
+        build_model("timm:vit_tiny_patch16", stream.input_shape, stream.n_classes)
+    for name in ("replay", "simplecil"):
+        torch.manual_seed(0)
+        model = build_model(
+            "timm:vit_tiny_patch16_224", stream.input_shape, stream.n_classes, options={"patch_size": 4, "depth": 1}
+        )
+        strategy = STRATEGIES.get(name)(**({"buffer_size": 8} if name == "replay" else {}))
+        r = fit(model, stream, strategy, TrainSettings(epochs=1, batch_size=8, augment="flip"))
+        assert np.isfinite(r.loss_matrix[-1]).all()

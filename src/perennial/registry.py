@@ -20,6 +20,15 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._prefixes: dict[str, Callable[[str], T]] = {}
+
+    def add_prefix(self, prefix: str, factory: Callable[[str], T]) -> None:
+        """Names ``PREFIX:REST`` resolve to ``factory(REST)`` (e.g. ``timm:vit_small_patch16_224``)."""
+        self._prefixes[prefix] = factory
+
+    def _prefixed(self, name: str) -> Callable[[str], T] | None:
+        prefix, colon, rest = name.partition(":")
+        return self._prefixes.get(prefix) if colon and rest else None
 
     def add(self, name: str, obj: T) -> T:
         if name in self._items:
@@ -37,12 +46,16 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._items, field=field) from None
+            factory = self._prefixed(name)
+            if factory is not None:
+                return factory(name.partition(":")[2])
+            known = [*self._items, *(f"{p}:NAME" for p in self._prefixes)]
+            raise UnknownNameError(self.kind, name, known, field=field) from None
 
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or (isinstance(name, str) and self._prefixed(name) is not None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

@@ -196,6 +196,17 @@ MODELS.add(
 )
 
 
+def _timm_spec(name: str) -> ModelSpec:
+    from functools import partial
+
+    from perennial.models.timm import TimmParams, timm_backbone
+
+    return ModelSpec(f"timm:{name}", partial(timm_backbone, name), TimmParams, f"timm backbone {name}")
+
+
+MODELS.add_prefix("timm", _timm_spec)
+
+
 def build_model(
     name: str,
     input_shape: Sequence[int],
