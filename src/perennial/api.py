@@ -54,7 +54,19 @@ def new_run_id(cfg: RunConfig) -> str:
 def build_stream(cfg: RunConfig) -> Stream:
     b = cfg.benchmark
     options = b.model_dump(exclude={"name", "scenario"})  # None = not set; build_benchmark drops those
+    if cfg.model.name.startswith("hf:") and b.tokenizer is None and "tokenizer" in _benchmark_options(b.name):
+        from perennial.models.hf import tokenizer_spec
+
+        options["tokenizer"] = tokenizer_spec(cfg.model.name[3:])  # the model's own tokenizer (or bytes)
     return build_benchmark(b.name, b.scenario, **options)
+
+
+def _benchmark_options(name: str) -> set[str]:
+    import inspect
+
+    from perennial.streams import BENCHMARKS
+
+    return set(inspect.signature(BENCHMARKS.get(name).build).parameters) if name in BENCHMARKS else set()
 
 
 class StoreRecorder(Callback):
@@ -340,6 +352,10 @@ def _fit_in_store(
             eval_writer.close()
     if stream.kind == "lm":  # kept for `perennial generate` (and model.init of a later run)
         store.save_model(run_id, model_payload(cfg, stream, model))
+        if hasattr(model, "hf_model"):  # also as safetensors that AutoModelForCausalLM.from_pretrained loads
+            from perennial.models.hf import save_pretrained
+
+            save_pretrained(model, store.model_path(run_id).with_suffix(".hf"))
     metrics = _metrics(result, stream.kind)
     if evaluator is not None:
         # from the store: it holds the whole log, also of a run resumed midway

@@ -204,7 +204,16 @@ def _timm_spec(name: str) -> ModelSpec:
     return ModelSpec(f"timm:{name}", partial(timm_backbone, name), TimmParams, f"timm backbone {name}")
 
 
+def _hf_spec(name: str) -> ModelSpec:
+    from functools import partial
+
+    from perennial.models.hf import HFParams, hf_causal_lm
+
+    return ModelSpec(f"hf:{name}", partial(hf_causal_lm, name), HFParams, f"Hugging Face causal LM {name}", kind="lm")
+
+
 MODELS.add_prefix("timm", _timm_spec)
+MODELS.add_prefix("hf", _hf_spec)
 
 
 def build_model(
