@@ -94,11 +94,15 @@ def test_list_commands():
     r = invoke("list", "benchmarks")
     assert r.output.split() == [
         "image-folder",
+        "imagenet-r",
         "npz-dir",
         "permuted-mnist",
+        "split-cifar10",
+        "split-cifar100",
         "split-digits",
         "split-mnist",
         "split-mnist1d",
+        "split-tinyimagenet",
         "text-domains",
     ]
     assert {"mlp", "cnn", "gpt", "tiny-gpt"} <= set(invoke("list", "models").output.split())

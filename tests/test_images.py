@@ -318,3 +318,51 @@ def test_timm_vit_runs_through_fit_with_replay_and_simplecil(folder, tmp_path):
         strategy = STRATEGIES.get(name)(**({"buffer_size": 8} if name == "replay" else {}))
         r = fit(model, stream, strategy, TrainSettings(epochs=1, batch_size=8, augment="flip"))
         assert np.isfinite(r.loss_matrix[-1]).all()
+
+
+# ---------------------------------------------------------------- named protocols
+
+
+def _fake_cifar10(root: Path, per_batch: int = 20) -> Path:
+    import pickle
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for n in names:
+        labels = [i % 10 for i in range(per_batch)]
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        (root / n).write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    return root
+
+
+def test_split_cifar10_reads_the_official_python_batches(tmp_path):
+    import pickle
+
+    root = _fake_cifar10(tmp_path / "cifar-10-batches-py")
+    s = build_benchmark("split-cifar10", path=str(root), cache_dir=str(tmp_path / "c"))
+    assert len(s) == 5 and s.input_shape == (3, 32, 32) and s[0].classes == (0, 1)
+    assert sum(len(e.train) for e in s) == 100 and sum(len(e.test) for e in s) == 20
+    first = pickle.loads((root / "data_batch_1").read_bytes())[b"data"][0]
+    assert torch.equal(s[0].train.x[0].flatten(), torch.from_numpy(first))  # row 0 of batch 1 is class 0
+
+
+def test_split_cifar100_uses_the_pycil_class_order():
+    from perennial.streams.protocols import pycil_order
+
+    assert pycil_order()[:10] == [68, 56, 78, 8, 23, 84, 90, 65, 74, 76]  # iCaRL / PyCIL, seed 1993
+
+
+def test_protocols_without_data_say_what_to_download(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from perennial.cli import app
+
+    monkeypatch.delenv("PERENNIAL_DATA", raising=False)
+    r = CliRunner().invoke(app, ["run", "-b", "split-cifar100", "--store", str(tmp_path), "--dry-run"])
+    assert r.exit_code == 2 and "cifar-100-python.tar.gz" in r.output
+    with pytest.raises(DataError, match="imagenet-r.tar"):
+        build_benchmark("imagenet-r", path=str(tmp_path / "missing"))
+    lines = CliRunner().invoke(app, ["list", "benchmarks", "-v"]).output
+    assert "split-cifar100" in lines and lines.count("needs local data") >= 6

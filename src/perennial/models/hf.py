@@ -80,7 +80,9 @@ class HFHead(nn.Module):
         return self.lm_head(h)
 
 
-def load_causal_lm(name: str, *, n_classes: int | None = None, random_init: bool = False, config: dict | None = None) -> Any:
+def load_causal_lm(
+    name: str, *, n_classes: int | None = None, random_init: bool = False, config: dict | None = None
+) -> Any:
     """The Hugging Face model for ``hf:NAME`` (see the module docstring)."""
     tf = transformers_module()
     overrides = dict(config or {})

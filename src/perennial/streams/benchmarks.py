@@ -13,6 +13,7 @@ from perennial.registry import Registry
 from perennial.streams import datasets, text
 from perennial.streams.core import Scenario, Stream
 from perennial.streams.images import image_folder
+from perennial.streams.protocols import PROTOCOLS
 from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
 
 
@@ -239,6 +240,12 @@ BENCHMARKS.add(
         needs_data=True,
     ),
 )
+
+
+for _name, (_desc, _build, _defaults) in PROTOCOLS.items():
+    BENCHMARKS.add(
+        _name, Benchmark(_name, _desc, ("class", "task", "domain"), "class", _build, _defaults, needs_data=True)
+    )
 
 
 def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> Stream:

@@ -107,7 +107,9 @@ class AutoTokenizerWrapper:
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise DataError("tokenizer 'hf:...' needs the package 'transformers': pip install 'perennial[hf]'") from None
+            raise DataError(
+                "tokenizer 'hf:...' needs the package 'transformers': pip install 'perennial[hf]'"
+            ) from None
         try:
             self._tok = AutoTokenizer.from_pretrained(name)
         except (OSError, ValueError) as e:
