@@ -362,7 +362,7 @@ def test_protocols_without_data_say_what_to_download(tmp_path, monkeypatch):
     monkeypatch.delenv("PERENNIAL_DATA", raising=False)
     r = CliRunner().invoke(app, ["run", "-b", "split-cifar100", "--store", str(tmp_path), "--dry-run"])
     assert r.exit_code == 2 and "cifar-100-python.tar.gz" in r.output
-    with pytest.raises(DataError, match="imagenet-r.tar"):
+    with pytest.raises(DataError, match=r"imagenet-r\.tar"):
         build_benchmark("imagenet-r", path=str(tmp_path / "missing"))
     lines = CliRunner().invoke(app, ["list", "benchmarks", "-v"]).output
     assert "split-cifar100" in lines and lines.count("needs local data") >= 6
