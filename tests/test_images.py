@@ -366,3 +366,11 @@ def test_protocols_without_data_say_what_to_download(tmp_path, monkeypatch):
         build_benchmark("imagenet-r", path=str(tmp_path / "missing"))
     lines = CliRunner().invoke(app, ["list", "benchmarks", "-v"]).output
     assert "split-cifar100" in lines and lines.count("needs local data") >= 6
+
+
+def test_fp16_with_grad_scaler_and_channels_last_train_on_cpu(folder, tmp_path):
+    stream = build(folder, tmp_path, classes_per_exp=2)
+    settings = TrainSettings(epochs=1, batch_size=8, lr=0.05, optimizer="sgd", precision="fp16", channels_last=True)
+    model, r = _fit(stream, settings, "replay")
+    assert np.isfinite(r.loss_matrix[-1]).all() and r.steps == 6
+    assert model.body[1].stem[0].weight.is_contiguous(memory_format=torch.channels_last)
