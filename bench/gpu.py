@@ -98,7 +98,9 @@ def main() -> None:
         for storage, workers in (("memory", 0), ("disk", a.workers)):
             s = stream_from_cache(cache, classes_per_exp=10, storage=storage)
             s = dataclasses.replace(s, experiences=s.experiences[: a.experiences])
-            results[f"folder-{storage}"] = one(s, a.model, base.model_copy(update={"precision": "bf16", "workers": workers}))
+            results[f"folder-{storage}"] = one(
+                s, a.model, base.model_copy(update={"precision": "bf16", "workers": workers})
+            )
             print(f"folder {storage:<21} {results[f'folder-{storage}']['steps_per_s']:8.2f} steps/s")
         results["disk_over_memory"] = {
             "ratio": results["folder-disk"]["steps_per_s"] / results["folder-memory"]["steps_per_s"]
