@@ -93,6 +93,7 @@ def test_list_commands():
     assert {"naive", "joint", "cumulative", "replay", "ewc", "online-ewc", "lwf"} <= set(names)
     r = invoke("list", "benchmarks")
     assert r.output.split() == [
+        "hf",
         "image-folder",
         "imagenet-r",
         "npz-dir",

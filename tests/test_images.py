@@ -374,3 +374,55 @@ def test_fp16_with_grad_scaler_and_channels_last_train_on_cpu(folder, tmp_path):
     model, r = _fit(stream, settings, "replay")
     assert np.isfinite(r.loss_matrix[-1]).all() and r.steps == 6
     assert model.body[1].stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------- Hugging Face datasets (local, pyarrow)
+
+
+def _hf_parquet(path: Path, n: int = 24, size: int = 8) -> Path:
+    import io as _io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images, labels, domains = [], [], []
+    for i in range(n):
+        buf = _io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+        images.append({"bytes": buf.getvalue(), "path": None})
+        labels.append(i % 4)
+        domains.append(["photo", "sketch"][(i // 4) % 2])
+    pq.write_table(pa.table({"img": images, "label": labels, "style": domains}), path)
+    return path
+
+
+def test_hf_benchmark_reads_parquet_by_labels_and_by_domain(tmp_path):
+    f = _hf_parquet(tmp_path / "train.parquet")
+    s = build_benchmark("hf", dataset=str(f), input_column="img", classes_per_exp=2)
+    assert s.scenario == "class" and len(s) == 2 and s.input_shape == (3, 8, 8) and s[0].train.x.dtype == torch.uint8
+    d = build_benchmark("hf", dataset=str(f), input_column="img", domain_column="style")
+    assert d.scenario == "domain" and [e.name for e in d] == ["exp0[photo]", "exp1[sketch]"]
+    with pytest.raises(DataError, match=r"no column 'image_bytes' .*columns are img, label, style"):
+        build_benchmark("hf", dataset=str(f), input_column="image_bytes")
+    torch.manual_seed(0)
+    model = build_model("resnet18-reduced", s.input_shape, s.n_classes, nf=4)
+    assert np.isfinite(
+        fit(model, s, STRATEGIES.get("naive")(), TrainSettings(epochs=1, batch_size=8)).loss_matrix
+    ).all()
+
+
+def test_hf_benchmark_reads_a_save_to_disk_folder(tmp_path):
+    import pyarrow as pa
+
+    root = tmp_path / "ds"
+    for split, n in (("train", 16), ("test", 8)):
+        (root / split).mkdir(parents=True)
+        table = pa.table({"x": [[float(i), float(i % 4)] for i in range(n)], "label": [i % 4 for i in range(n)]})
+        with pa.ipc.new_stream(str(root / split / "data-00000-of-00001.arrow"), table.schema) as w:
+            w.write_table(table)
+        (root / split / "state.json").write_text("{}")
+    (root / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    s = build_benchmark("hf", dataset=str(root), classes_per_exp=2)
+    assert s.input_shape == (2,) and [len(e.train) for e in s] == [8, 8] and [len(e.test) for e in s] == [4, 4]

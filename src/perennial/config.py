@@ -63,6 +63,13 @@ class BenchmarkConfig(BaseModel):
         default=None, description="images: auto (default), memory (uint8 tensor) or disk (read per batch)"
     )
     cache_dir: str | None = Field(default=None, description="images: decoded cache folder (default CACHE/images)")
+    # Hugging Face datasets (benchmark hf) only:
+    dataset: str | None = Field(default=None, description="hf: a save_to_disk folder, Parquet file(s) or a hub id")
+    input_column: str | None = Field(default=None, description="hf: column of inputs (default image/img/x/features)")
+    label_column: str | None = Field(default=None, description="hf: column of integer labels (default label)")
+    domain_column: str | None = Field(
+        default=None, description="hf: one experience per value of this column (domain-incremental)"
+    )
     # text benchmarks (text-domains) only:
     domains: list[str] | None = Field(
         default=None, description="text: domains in training order (default prose, python, c; or every sub-folder)"

@@ -12,6 +12,7 @@ from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
 from perennial.streams import datasets, text
 from perennial.streams.core import Scenario, Stream
+from perennial.streams.hf import hf_dataset
 from perennial.streams.images import image_folder
 from perennial.streams.protocols import PROTOCOLS
 from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
@@ -241,6 +242,20 @@ BENCHMARKS.add(
     ),
 )
 
+
+BENCHMARKS.add(
+    "hf",
+    Benchmark(
+        "hf",
+        "a Hugging Face dataset: benchmark.dataset = a save_to_disk folder, Parquet files (offline) or a hub id; "
+        "input/label columns; experiences split the labels or follow benchmark.domain_column",
+        ("class", "task", "domain"),
+        "",
+        hf_dataset,
+        _IMAGE_DEFAULTS,
+        needs_data=True,
+    ),
+)
 
 for _name, (_desc, _build, _defaults) in PROTOCOLS.items():
     BENCHMARKS.add(
