@@ -33,11 +33,13 @@ def write_cache(out: Path, gb: float, classes: int, size: int, seed: int = 0) ->
     labels = np.repeat(np.arange(classes), n // classes)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     pattern = np.stack([np.sin(2 * np.pi * (1 + c % 7) * (xx + yy * (c % 3))) for c in range(classes)])
+    base = np.clip(128 + 60 * pattern, 0, 255).astype(np.uint8)  # (classes, H, W)
+    noise = rng.integers(0, 50, size=(8192, 3, size, size), dtype=np.uint8)  # one block, rolled per chunk
     with open(out / "x.u8", "wb") as f:
-        for start in range(0, n, 8192):
+        for k, start in enumerate(range(0, n, 8192)):
             lab = labels[start : start + 8192]
-            img = 128 + 60 * pattern[lab][:, None] + rng.normal(0, 25, size=(len(lab), 3, size, size))
-            f.write(np.clip(img, 0, 255).astype(np.uint8).tobytes())
+            block = np.roll(noise, k, axis=0)[: len(lab)]
+            f.write((base[lab][:, None] // 2 + block + 40).tobytes())
     np.save(out / "labels.npy", labels.astype(np.int64))
     part = np.zeros(n, dtype=np.int8)
     part[np.arange(n) % (n // classes) >= n // classes - 100] = 1  # the last 100 of each class: test (as CIFAR)
