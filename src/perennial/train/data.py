@@ -12,6 +12,7 @@ whatever the number of workers, so exact resume holds with workers > 0.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
 
 import torch
@@ -62,6 +63,6 @@ def fingerprint_inputs(x: Tensor | DiskImages) -> Tensor:
     """(N,) float64 per-row values for the loop's data fingerprint; disk rows by identity (the
     cache file is keyed by its content), without reading them."""
     if isinstance(x, DiskImages):
-        return torch.from_numpy(x.rows).to(torch.float64) + float(int(x.key[:8] or "0", 16))
+        return torch.from_numpy(x.rows).to(torch.float64) + float(zlib.crc32(x.key.encode()))
     n = x.shape[0]
     return x.reshape(n, -1).to(torch.float64).sum(1)
