@@ -25,7 +25,7 @@ def test_hf_names_are_language_models_in_the_registry():
         build_config(strategy="naive", overrides={"model": {"name": "hf:tiny-gpt2"}})  # on split-mnist
 
 
-@pytest.mark.parametrize("preset", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("preset", ["tiny-gpt2", pytest.param("tiny-llama", marks=pytest.mark.slow)])
 def test_random_init_preset_trains_with_replay_and_round_trips(preset, tmp_path):
     stream = tiny_text_stream(context=16)
     torch.manual_seed(0)
