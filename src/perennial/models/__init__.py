@@ -66,10 +66,17 @@ class Classifier(nn.Module):
         self.feature_dim = feature_dim
 
     def features(self, x: Tensor) -> Tensor:
-        return self.body(as_float(x))
+        return self.body(self._input(x))
 
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        return self.head(self.body(as_float(x)), t)
+        return self.head(self.body(self._input(x)), t)
+
+    def _input(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8 and x.device.type == "cpu":  # images read from disk: to the model's device
+            dev = next(self.parameters()).device
+            if dev.type != "cpu":
+                x = x.to(dev, non_blocking=True)
+        return as_float(x)
 
 
 def as_float(x: Tensor) -> Tensor:
