@@ -94,13 +94,19 @@ def test_list_commands():
     r = invoke("list", "benchmarks")
     assert r.output.split() == [
         "digits-c",
+        "hf",
+        "image-folder",
+        "imagenet-r",
         "mnist-c",
         "npz-dir",
         "permuted-mnist",
         "rotating-digits",
+        "split-cifar10",
+        "split-cifar100",
         "split-digits",
         "split-mnist",
         "split-mnist1d",
+        "split-tinyimagenet",
         "text-domains",
     ]
     assert {"mlp", "cnn", "gpt", "tiny-gpt", "cnn-bn", "resnet"} <= set(invoke("list", "models").output.split())

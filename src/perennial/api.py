@@ -68,24 +68,23 @@ def new_run_id(cfg: RunConfig) -> str:
 
 def build_stream(cfg: RunConfig) -> Stream:
     b = cfg.benchmark
-    stream = build_benchmark(
-        b.name,
-        b.scenario,
-        classes_per_exp=b.classes_per_exp,
-        class_order_seed=b.class_order_seed,
-        n_experiences=b.n_experiences,
-        path=b.path,
-        domains=b.domains,
-        context=b.context,
-        max_bytes=b.max_bytes,
-        val_bytes=b.val_bytes,
-        tokenizer=b.tokenizer,
-        first_classes=b.first_classes,
-        class_order=b.class_order,
-    )
+    options = b.model_dump(exclude={"name", "scenario", "blur", "drift_window"})  # None = not set; dropped
+    if cfg.model.name.startswith("hf:") and b.tokenizer is None and "tokenizer" in _benchmark_options(b.name):
+        from perennial.models.hf import tokenizer_spec
+
+        options["tokenizer"] = tokenizer_spec(cfg.model.name[3:])  # the model's own tokenizer (or bytes)
+    stream = build_benchmark(b.name, b.scenario, **options)
     if b.blur is not None or b.drift_window is not None:  # online stream shapes
         stream = reshape_stream(stream, blur=b.blur, drift_window=b.drift_window, seed=cfg.seed).validate()
     return stream
+
+
+def _benchmark_options(name: str) -> set[str]:
+    import inspect
+
+    from perennial.streams import BENCHMARKS
+
+    return set(inspect.signature(BENCHMARKS.get(name).build).parameters) if name in BENCHMARKS else set()
 
 
 class StoreRecorder(Callback):
@@ -407,6 +406,10 @@ def _fit_in_store(
                 stream.kind == "lm" or cfg.benchmark.name in TTA_BENCHMARKS
             ):  # kept for generate / adapt (and model.init)
                 store.save_model(run_id, model_payload(cfg, stream, model))
+                if hasattr(model, "hf_model"):  # also as safetensors that AutoModelForCausalLM.from_pretrained loads
+                    from perennial.models.hf import save_pretrained
+
+                    save_pretrained(model, store.model_path(run_id).with_suffix(".hf"))
             # the log from the store: it holds the whole log, also of a run resumed midway
             metrics = run_metrics(cfg, result, stream.kind, evaluator, store.eval_log(run_id) if evaluator else None)
             _stop_if_asked(should_stop, "before the results were marked final")

@@ -1540,7 +1540,9 @@ def list_benchmarks(
         from perennial.streams import BENCHMARKS
 
         return [
-            f"{name:<16} [{','.join(b.scenarios)}] {b.description}" if verbose else name
+            f"{name:<16} [{','.join(b.scenarios)}]{' (needs local data)' if b.needs_data else ''} {b.description}"
+            if verbose
+            else name
             for name, b in BENCHMARKS.items()
         ]
 

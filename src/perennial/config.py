@@ -49,14 +49,31 @@ class BenchmarkConfig(BaseModel):
         description="a bigger first experience with this many classes; the rest come classes_per_exp (default 1) at a time",
     )
     class_order_seed: int | None = Field(default=None, ge=0, description="shuffle the class order with this seed")
-    class_order: list[int] | None = Field(
+    class_order: list[int] | list[str] | str | None = Field(
         default=None,
-        description="the class order, a permutation of the classes, e.g. [3,8,1,7,0,6,2,5,4,9] (instead of class_order_seed)",
+        description="the class order, a permutation of the classes, e.g. [3,8,1,7,0,6,2,5,4,9] (instead of "
+        "class_order_seed); images: also class names, or a file with one class name per line",
     )
     n_experiences: int | None = Field(default=None, ge=1)
     path: str | None = Field(
         default=None,
         description="data folder (npz-dir: one .npz file per experience; text-domains: one sub-folder per domain)",
+    )
+    # image benchmarks (image-folder and the named protocols) only:
+    test_fraction: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="images: test share of each class without train/ and test/ (0.2)"
+    )
+    image_size: int | None = Field(default=None, ge=1, description="images: resize every image to NxN when decoding")
+    storage: str | None = Field(
+        default=None, description="images: auto (default), memory (uint8 tensor) or disk (read per batch)"
+    )
+    cache_dir: str | None = Field(default=None, description="images: decoded cache folder (default CACHE/images)")
+    # Hugging Face datasets (benchmark hf) only:
+    dataset: str | None = Field(default=None, description="hf: a save_to_disk folder, Parquet file(s) or a hub id")
+    input_column: str | None = Field(default=None, description="hf: column of inputs (default image/img/x/features)")
+    label_column: str | None = Field(default=None, description="hf: column of integer labels (default label)")
+    domain_column: str | None = Field(
+        default=None, description="hf: one experience per value of this column (domain-incremental)"
     )
     # text benchmarks (text-domains) only:
     domains: list[str] | None = Field(

@@ -89,6 +89,15 @@ class Registry(Generic[T]):
         #: resolved ``package.module:Name`` and ``python:`` names: usable, not listed
         self._resolved: dict[str, T] = {}
         self._entry_points_loaded = group is None
+        self._prefixes: dict[str, Callable[[str], T]] = {}
+
+    def add_prefix(self, prefix: str, factory: Callable[[str], T]) -> None:
+        """Names ``PREFIX:REST`` resolve to ``factory(REST)`` (e.g. ``timm:vit_small_patch16_224``)."""
+        self._prefixes[prefix] = factory
+
+    def _prefixed(self, name: str) -> Callable[[str], T] | None:
+        prefix, colon, rest = name.partition(":")
+        return self._prefixes.get(prefix) if colon and rest else None
 
     def add(self, name: str, obj: T) -> T:
         if name in self._items:
@@ -146,6 +155,9 @@ class Registry(Generic[T]):
         self.load_entry_points()
         if name in self._items:
             return self._items[name]
+        factory = self._prefixed(name)  # e.g. timm:NAME, hf:PATH (before package.module:Name)
+        if factory is not None:
+            return factory(name.partition(":")[2])
         if name.startswith(PYTHON_PREFIX):
             raise ConfigError(
                 [
@@ -163,13 +175,16 @@ class Registry(Generic[T]):
                 return self._items[name]
             self._resolved[name] = self._adapt(name, obj, field or self.kind)
             return self._resolved[name]
-        raise UnknownNameError(self.kind, name, self._items, field=field, plugins=self.adapt is not None) from None
+        known = [*self._items, *(f"{p}:NAME" for p in self._prefixes)]
+        raise UnknownNameError(self.kind, name, known, field=field, plugins=self.adapt is not None) from None
 
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        if name in self._items or self._prefixed(name) is not None:
+            return True
         try:
             self.get(name)
         except ConfigError:

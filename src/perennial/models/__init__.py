@@ -66,10 +66,24 @@ class Classifier(nn.Module):
         self.feature_dim = feature_dim
 
     def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
+        return self.body(self._input(x))
 
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        return self.head(self.body(x), t)
+        return self.head(self.body(self._input(x)), t)
+
+    def _input(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8 and x.device.type == "cpu":  # images read from disk: to the model's device
+            dev = next(self.parameters()).device
+            if dev.type != "cpu":
+                x = x.to(dev, non_blocking=True)
+        return as_float(x)
+
+
+def as_float(x: Tensor) -> Tensor:
+    """uint8 images (kept uint8 in memory, on disk and in buffers) as floats in [0, 1]; other
+    inputs unchanged. Image models' own input stage (``models.resnet.InputStage``) also moves
+    them to the model's device and normalises them."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def make_head(in_features: int, n_classes: int, task_classes: Sequence[Sequence[int]] | None) -> nn.Module:
@@ -167,7 +181,26 @@ MODELS: Registry[ModelSpec] = Registry("model", group="perennial.models", adapt=
 MODELS.add("mlp", ModelSpec("mlp", mlp, MLPParams, "multi-layer perceptron on flattened inputs"))
 MODELS.add("cnn", ModelSpec("cnn", cnn, CNNParams, "small 1D/2D convolutional network"))
 
+from perennial.models.resnet import ResNet18Params, ResNet18ReducedParams, ResNet32Params, resnet18, resnet32  # noqa: E402
 from perennial.models.transformer import GPTParams, TinyGPTParams, generate, gpt  # noqa: E402
+
+MODELS.add(
+    "resnet18-reduced",
+    ModelSpec(
+        "resnet18-reduced",
+        resnet18,  # type: ignore[arg-type]
+        ResNet18ReducedParams,
+        "ResNet-18 with nf=20 (Lopez-Paz & Ranzato 2017; GEM/Mammoth's standard), CIFAR stem, 160 features",
+    ),
+)
+MODELS.add(
+    "resnet18",
+    ModelSpec("resnet18", resnet18, ResNet18Params, "ResNet-18 with a CIFAR stem (3x3, no max-pool), 512 features"),  # type: ignore[arg-type]
+)
+MODELS.add(
+    "resnet32",
+    ModelSpec("resnet32", resnet32, ResNet32Params, "CIFAR ResNet-32 (He et al. 2016; iCaRL/PyCIL), 64 features"),  # type: ignore[arg-type]
+)
 
 MODELS.add(
     "gpt", ModelSpec("gpt", gpt, GPTParams, "decoder-only transformer language model (default 4x256)", kind="lm")
@@ -194,6 +227,26 @@ MODELS.add(
         "transformer reading the last C labelled examples as context (in-context + SGD; strategy in-context)",
     ),
 )
+
+
+def _timm_spec(name: str) -> ModelSpec:
+    from functools import partial
+
+    from perennial.models.timm import TimmParams, timm_backbone
+
+    return ModelSpec(f"timm:{name}", partial(timm_backbone, name), TimmParams, f"timm backbone {name}")
+
+
+def _hf_spec(name: str) -> ModelSpec:
+    from functools import partial
+
+    from perennial.models.hf import HFParams, hf_causal_lm
+
+    return ModelSpec(f"hf:{name}", partial(hf_causal_lm, name), HFParams, f"Hugging Face causal LM {name}", kind="lm")
+
+
+MODELS.add_prefix("timm", _timm_spec)
+MODELS.add_prefix("hf", _hf_spec)
 
 
 def build_model(

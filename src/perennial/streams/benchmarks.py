@@ -12,6 +12,9 @@ from perennial.errors import DataError, ScenarioError
 from perennial.registry import Registry
 from perennial.streams import datasets, text
 from perennial.streams.core import Scenario, Stream
+from perennial.streams.hf import hf_dataset
+from perennial.streams.images import image_folder
+from perennial.streams.protocols import PROTOCOLS
 from perennial.streams.scenarios import domain_incremental, from_npz_dir, permutation, split_by_class
 
 
@@ -33,6 +36,7 @@ class Benchmark:
     n_classes: int | None = None  # classes the data hold, when known without loading it (validation)
     input_numel: int | None = None  # numbers per sample, when known without loading (memory estimates)
     experience_bytes: int = 0  # data each experience adds (permuted copies), for memory estimates
+    needs_data: bool = False  # runs only on data the user has locally (benchmark.path)
 
 
 def _adapt_benchmark(name: str, obj: Any) -> Benchmark:
@@ -253,6 +257,7 @@ BENCHMARKS.add(
         "",
         _npz_dir,
         {"model": {"name": "mlp", "hidden": [256, 256]}, "train": {"epochs": 10, "batch_size": 64}},
+        needs_data=True,
     ),
 )
 
@@ -331,6 +336,46 @@ BENCHMARKS.add(
 )
 
 
+_IMAGE_DEFAULTS = {
+    "model": {"name": "resnet18-reduced"},
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.03, "optimizer": "sgd", "augment": "crop-flip"},
+}
+
+BENCHMARKS.add(
+    "image-folder",
+    Benchmark(
+        "image-folder",
+        "your images: benchmark.path = a folder with one sub-folder per class (optionally train/ and test/), "
+        "decoded once into a uint8 cache",
+        ("class", "task", "domain"),
+        "class",
+        image_folder,
+        _IMAGE_DEFAULTS,
+        needs_data=True,
+    ),
+)
+
+
+BENCHMARKS.add(
+    "hf",
+    Benchmark(
+        "hf",
+        "a Hugging Face dataset: benchmark.dataset = a save_to_disk folder, Parquet files (offline) or a hub id; "
+        "input/label columns; experiences split the labels or follow benchmark.domain_column",
+        ("class", "task", "domain"),
+        "",
+        hf_dataset,
+        _IMAGE_DEFAULTS,
+        needs_data=True,
+    ),
+)
+
+for _name, (_desc, _build, _defaults) in PROTOCOLS.items():
+    BENCHMARKS.add(
+        _name, Benchmark(_name, _desc, ("class", "task", "domain"), "class", _build, _defaults, needs_data=True)
+    )
+
+
 def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> Stream:
     """Build a registered benchmark: ``build_benchmark("split-mnist", "task")``."""
     bench = BENCHMARKS.get(name, field="benchmark")
@@ -340,7 +385,7 @@ def build_benchmark(name: str, scenario: str | None = None, **options: Any) -> S
     options = {k: v for k, v in options.items() if v is not None}
     import inspect
 
-    accepted = set(inspect.signature(bench.build).parameters)
+    accepted = set(inspect.signature(bench.build).parameters) - {"name"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DataError(

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from perennial.errors import DataError
+from perennial.streams.source import DiskImages, cat_inputs
 
 Scenario = Literal["class", "task", "domain"]
 SCENARIOS: tuple[str, ...] = ("class", "task", "domain")
@@ -30,9 +31,12 @@ class Split:
 
     In a language-modelling stream (``Stream.kind == "lm"``) ``x`` and ``y`` are int64 token
     windows of shape (N, T): ``y[:, i]`` is the token that follows ``x[:, i]``.
+
+    Images may be uint8 (the model's input stage scales them); ``x`` may also be a
+    :class:`~perennial.streams.source.DiskImages` handle for data read from disk per batch.
     """
 
-    x: Tensor
+    x: Tensor  # or DiskImages
     y: Tensor
     t: Tensor
 
@@ -44,15 +48,20 @@ class Split:
         return int(self.y.shape[0])
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device), self.t.to(device))
+        return Split(self.x.to(device), self.y.to(device), self.t.to(device))  # a DiskImages stays on disk
+
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.x, DiskImages)
 
     def subset(self, index: Tensor) -> Split:
-        return Split(self.x[index], self.y[index], self.t[index])
+        x = self.x.subset(index) if isinstance(self.x, DiskImages) else self.x[index]
+        return Split(x, self.y[index], self.t[index])
 
     @staticmethod
     def cat(splits: Sequence[Split]) -> Split:
         return Split(
-            torch.cat([s.x for s in splits]),
+            cat_inputs([s.x for s in splits]),
             torch.cat([s.y for s in splits]),
             torch.cat([s.t for s in splits]),
         )
@@ -146,8 +155,10 @@ def validation_problems(stream: Stream) -> list[str]:
                     f"{where}: inputs have shape {tuple(s.x.shape[1:])}, the stream declares "
                     f"{tuple(stream.input_shape)}; every experience must share one input shape"
                 )
-            if not torch.is_floating_point(s.x):
-                problems.append(f"{where}: inputs have dtype {s.x.dtype}; convert them to float32")
+            if isinstance(s.x, DiskImages) or s.x.dtype == torch.uint8:
+                pass  # images (0..255), scaled by the model's input stage
+            elif not torch.is_floating_point(s.x):
+                problems.append(f"{where}: inputs have dtype {s.x.dtype}; convert them to float32 (or uint8 images)")
             elif not bool(torch.isfinite(s.x).all()):
                 bad = int((~torch.isfinite(s.x)).flatten(1).any(1).sum())
                 problems.append(f"{where}: {bad} samples contain NaN or inf; clean or drop them")

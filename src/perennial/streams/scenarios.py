@@ -97,6 +97,11 @@ def class_groups(
     if class_order is not None:
         if class_order_seed is not None:
             raise DataError("give either class_order or class_order_seed, not both")
+        if isinstance(class_order, str) or not all(isinstance(c, int) for c in class_order):
+            raise DataError(
+                f"class_order must be a list of class indices here, e.g. [3, 8, 1, ...]; got {class_order!r} "
+                "(class names and files are for image benchmarks)"
+            )
         given = [int(c) for c in class_order]
         if sorted(given) != order:
             missing = sorted(set(order) - set(given))

@@ -99,13 +99,42 @@ class FileTokenizer:
         return self._tok.decode([int(i) for i in ids])
 
 
+class AutoTokenizerWrapper:
+    """A Hugging Face ``transformers`` tokenizer (``AutoTokenizer.from_pretrained``): a model
+    directory's own tokenizer, or a hub id's when online."""
+
+    def __init__(self, name: str):
+        try:
+            from transformers import AutoTokenizer
+        except ImportError:
+            raise DataError(
+                "tokenizer 'hf:...' needs the package 'transformers': pip install 'perennial[hf]'"
+            ) from None
+        try:
+            self._tok = AutoTokenizer.from_pretrained(name)
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot load the tokenizer of {name!r}: {str(e).splitlines()[0]}") from None
+        self.spec = f"hf:{name}"
+        self.vocab_size = len(self._tok)
+
+    def encode(self, data: bytes | str) -> np.ndarray:
+        text = data.decode("utf-8", errors="ignore") if isinstance(data, bytes) else data
+        return np.asarray(self._tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode([int(i) for i in ids]))
+
+
 def load_tokenizer(spec: str = "byte") -> Tokenizer:
-    """``"byte"`` (default) or ``"tokenizers:PATH"`` (a local tokenizer.json)."""
+    """``"byte"`` (default), ``"tokenizers:PATH"`` (a local tokenizer.json) or ``"hf:PATH_OR_ID"``
+    (a Hugging Face model's tokenizer)."""
     if spec == "byte":
         return ByteTokenizer()
     if spec.startswith("tokenizers:"):
         return FileTokenizer(spec.partition(":")[2])
-    raise DataError(f"unknown tokenizer {spec!r}; use 'byte' or 'tokenizers:PATH/TO/tokenizer.json'")
+    if spec.startswith("hf:"):
+        return AutoTokenizerWrapper(spec.partition(":")[2])
+    raise DataError(f"unknown tokenizer {spec!r}; use 'byte', 'tokenizers:PATH/TO/tokenizer.json' or 'hf:MODEL'")
 
 
 # ------------------------------------------------------------------- corpora

@@ -31,8 +31,10 @@ from perennial.errors import CheckpointError, ConfigError, DivergenceError, RunI
 from perennial.strategies.base import Batch, Context, Strategy
 from perennial.streams.core import Split, Stream
 from perennial.train.contract import prepare_model
+from perennial.train.data import epoch_batches, fingerprint_inputs
 from perennial.train.distributed import Distributed, check_world, data_parallel
 from perennial.train.evaluate import EvalPolicy, evaluate_row
+from perennial.train.gpu import attach_input_options, autocast_for, grad_scaler
 from perennial.train.online import OnlineFeed, check_online
 from perennial.train.progress import NoProgress, Progress
 from perennial.train.schedules import lr_multiplier
@@ -188,7 +190,7 @@ def fingerprint(split: Split) -> list[float]:
     if n == 0:
         return [0.0, 0.0, 0.0]
     w = torch.arange(1, n + 1, dtype=torch.float64, device=split.y.device)
-    xs = split.x.reshape(n, -1).to(torch.float64).sum(1)
+    xs = fingerprint_inputs(split.x).to(w.device)
     ys = split.y.reshape(n, -1).to(torch.float64).sum(1)  # (N,) for labels and for (N, T) token targets
     return [float(n), float((xs * w).sum()), float((ys * w).sum())]
 
@@ -254,15 +256,25 @@ def optimizer_step(
     batch: Batch,
     loss: torch.Tensor,
     grad_clip: float | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     """The backward half of one training step: gradients, the strategy's gradient hook
-    (projections, masks), clipping, the optimizer step, then the strategy's after-step hook."""
+    (projections, masks), clipping, the optimizer step, then the strategy's after-step hook.
+    With fp16 the ``scaler`` scales the loss and unscales the gradients before the hooks."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
     strategy.before_step(ctx)
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     strategy.after_step(ctx, batch)
 
 
@@ -321,9 +333,9 @@ def fit(
     # start (so its parameter groups never change); frozen parameters get no gradient.
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
     optimizer = make_optimizer(model, s, timescales)
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
-    )
+    autocast = autocast_for(device, s.precision)
+    scaler = grad_scaler(device, s.precision)
+    augmenter = attach_input_options(model, s)  # augmentation, channels_last, compile
     sync_check = device.type == "cpu" or s.divergence == "skip"
     # online: each incoming batch is predicted and scored before training (train/online.py)
     feed = OnlineFeed(s.label_delay, device) if s.mode == "online" else None
@@ -344,6 +356,8 @@ def fit(
         st = _restore(resume, model, optimizer, strategy, callbacks, device)
         if feed is not None:
             feed.load_state_dict(resume["online"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
         ctx.step = st.step
         ctx.seen_classes = tuple(st.seen_classes)
         for cb in callbacks:
@@ -359,6 +373,7 @@ def fit(
             "callbacks": [cb.state_dict() for cb in callbacks],
             "online": feed.state_dict() if feed is not None else None,
             "rng": rng_state(),
+            "scaler": None if scaler is None else scaler.state_dict(),
             "loop": {
                 "exp_index": st.exp_index,
                 "k": st.k,
@@ -385,6 +400,7 @@ def fit(
 
     for exp in stream.experiences[st.exp_index :]:
         t_exp = time.perf_counter()
+        batches = None
         mid = st.k > 0 or st.perm is not None  # resuming inside this experience
         ctx.experience = exp
         ctx.seen_classes = tuple(sorted(set(ctx.seen_classes) | set(exp.classes)))
@@ -435,16 +451,20 @@ def fit(
                 st.perm, st.order_state = perm, order_gen.get_state()
             ctx.epoch = k // per_epoch
             pos, ctx.repeat = divmod(k % per_epoch, ipb)  # offline: ipb = 1, repeat = 0
-            idx = perm[pos * s.batch_size : (pos + 1) * s.batch_size]
-            if dist is not None:  # data-parallel: this rank's shard of the global batch
-                idx = dist.shard(idx)
-            batch = Batch(data.x[idx], data.y[idx], data.t[idx], n_new=len(idx))
+            if ctx.repeat == 0:  # a new batch (online, the repeats train on the batch that arrived)
+                if batches is None or k % per_epoch == 0:  # index slices, or DataLoader workers for on-disk data
+                    shard = dist.shard if dist is not None else None  # data-parallel: this rank's part
+                    batches = epoch_batches(data, perm, pos, s.batch_size, device, s.workers, shard)
+                x, y, t = next(batches)
+                batch = Batch(x, y, t, n_new=len(y))
             if feed is not None:  # online: predict and score first; train on the labels that arrived
                 arrived = feed.arrive(ctx, strategy, batch) if ctx.repeat == 0 else feed.current
                 if arrived is None:  # label delay: nothing to train on yet
                     st.k = ctx.step_in_experience = k + 1
                     continue
                 batch = arrived
+            if augmenter is not None:  # augmentation depends on the seed and the step only
+                augmenter.reseed(ctx.seed_for("augment", st.step))
             batch = strategy.prepare_batch(ctx, batch)
 
             lr = se.lr * lr_multiplier(k, total, se.schedule, se.warmup_steps, se.min_lr_ratio, se.decay_fraction)
@@ -466,7 +486,7 @@ def fit(
                 if (k % 25 == 24 or k == total - 1) and int(first_bad) >= 0:
                     bad = int(first_bad)
                     raise _diverged(bad, exp.index, exp.name, bad - (st.step - k), total)
-            optimizer_step(ctx, strategy, optimizer, batch, loss, s.grad_clip)
+            optimizer_step(ctx, strategy, optimizer, batch, loss, s.grad_clip, scaler)
             st.step += 1
             st.k = k + 1
             ctx.step, ctx.step_in_experience = st.step, k + 1

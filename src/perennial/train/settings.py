@@ -88,7 +88,15 @@ class TrainSettings(BaseModel):
     )
     reset_optimizer: bool = Field(default=False, description="fresh optimizer state at every experience")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["fp32", "bf16"] = Field(default="fp32", description="bf16 autocast for the forward pass")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="autocast for the forward pass: bf16, or fp16 with a gradient scaler"
+    )
+    workers: int = Field(default=0, ge=0, description="DataLoader workers reading on-disk image batches")
+    augment: Literal["none", "flip", "crop-flip", "cifar", "imagenet"] = Field(
+        default="none", description="seeded on-device image augmentation (image models only)"
+    )
+    channels_last: bool = Field(default=False, description="channels_last memory format for convolutions")
+    compile: bool = Field(default=False, description="torch.compile the model (in place)")
     divergence: Literal["stop", "skip"] = Field(
         default="stop", description="on a non-finite loss: stop the run, or skip the batch"
     )
