@@ -270,6 +270,10 @@ def test_every_strategy_runs_on_resnet18_reduced_from_disk(name, disk_stream):
     torch.manual_seed(0)
     model = build_model("resnet18-reduced", disk_stream.input_shape, disk_stream.n_classes, nf=4)
     strategy = STRATEGIES.get(name)(**SMALL.get(name, {}))
+    if STRATEGIES.get(name).needs_model is not None:  # e.g. in-context needs its own transformer: a clear error
+        with pytest.raises(ConfigError, match="needs"):
+            fit(model, disk_stream, strategy, TrainSettings(epochs=1, batch_size=8, augment="cifar"))
+        return
     r = fit(model, disk_stream, strategy, TrainSettings(epochs=1, batch_size=8, augment="cifar"))
     assert len(r.accuracy_matrix) == 2 and all(np.isfinite(r.loss_matrix[-1]))
     buffer = getattr(strategy, "buffer", None)

@@ -106,7 +106,8 @@ class Buffer:
                 dev_slots[dst.device] = slots.to(dst.device, non_blocking=True)
             if v.device not in dev_src:
                 dev_src[v.device] = src.to(v.device, non_blocking=True)
-            rows = v.index_select(0, dev_src[v.device])
+            # a tensor, or a row-readable handle of data on disk (streams.source.DiskImages)
+            rows = v.index_select(0, dev_src[v.device]) if isinstance(v, Tensor) else v[dev_src[v.device]]
             if rows.device != dst.device or rows.dtype != dst.dtype:
                 rows = rows.to(dst.device, dst.dtype)
             dst.index_copy_(0, dev_slots[dst.device], rows)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from perennial.models import MASK_VALUE
+from perennial.models import MASK_VALUE, as_float
 from perennial.strategies.base import Batch, Context
 from perennial.strategies.registry import register
 from perennial.strategies.rehearsal import Rehearsal
@@ -70,11 +70,11 @@ class OCM(Rehearsal):
         present[y] = True
         ace = F.cross_entropy(z.masked_fill(~present, MASK_VALUE), y, reduction="sum")
         total = loss + (ace - F.cross_entropy(z, y, reduction="sum")) / len(batch)  # as ER-ACE: keeps composed terms
-        x_all, y_all = batch.x[:n], y
+        x_all, y_all = as_float(batch.x[:n]), y  # uint8 images as floats in [0, 1]: views are made in float
         s = self.buffer.sample(self.replay_batch_size or ctx.batch_size)
         if s:
             total = total + F.cross_entropy(ctx.model(s["x"], s["t"]), s["y"])
-            x_all, y_all = torch.cat([x_all, s["x"].to(x_all.dtype)]), torch.cat([y_all, s["y"]])
+            x_all, y_all = torch.cat([x_all, as_float(s["x"]).to(x_all.dtype)]), torch.cat([y_all, s["y"]])
         if self.weight > 0:
             xr, yr = rotations(x_all, y_all, ctx.stream.n_classes)
             g = torch.Generator(device=xr.device).manual_seed(ctx.seed_for("ocm", ctx.step, ctx.repeat))

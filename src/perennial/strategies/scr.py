@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field, PrivateAttr
 from torch import Tensor
 
+from perennial.models import as_float
 from perennial.strategies.base import Batch, Context
 from perennial.strategies.registry import register
 from perennial.strategies.rehearsal import Rehearsal, batched_eval
@@ -87,7 +88,8 @@ class SCR(Rehearsal):
         return x
 
     def loss(self, ctx: Context, batch: Batch, logits: Tensor, loss: Tensor) -> Tensor:
-        x = torch.cat([batch.x, self.augment(ctx, batch.x)])
+        x0 = as_float(batch.x)  # uint8 images as floats in [0, 1]: views are made in float
+        x = torch.cat([x0, self.augment(ctx, x0)])
         z = F.normalize(ctx.model.features(x).flatten(1), dim=1)
         return supcon_loss(z, torch.cat([batch.y, batch.y]), self.temperature)
 
