@@ -26,6 +26,7 @@ from perennial.errors import CheckpointError, ConfigError, RunInterrupted
 from perennial.evaluation import (
     CONTINUAL_METRICS,
     ONLINE_METRICS,
+    EvalRecord,
     anytime_accuracy,
     lm_summary,
     summarize,
@@ -505,9 +506,15 @@ def _record_from_result(
     vers: dict[str, str],
     result: FitResult,
     evaluator: ContinualEvaluator | None,
+    log: Sequence[EvalRecord] | None = None,
 ) -> RunRecord:
+    """The record of a finished fit. ``log``: its continual-evaluation records, grid and slow
+    copies together (default: those the evaluator kept; a Ray worker passes the ones it wrote)."""
+    if log is None:
+        log = [*evaluator.log, *evaluator.model_log] if evaluator is not None else []
+    grid, copies = [r for r in log if not r.model], [r for r in log if r.model]
     now = time.time()
-    metrics = run_metrics(cfg, result, stream.kind, evaluator, evaluator.log if evaluator else None)
+    metrics = run_metrics(cfg, result, stream.kind, evaluator, grid)
     return RunRecord(
         run_id=run_id,
         status="finished",
@@ -527,8 +534,8 @@ def _record_from_result(
         loss_matrix=[list(r) for r in result.loss_matrix],
         random_init_acc=result.random_init_acc,
         experience_names=[e.name for e in stream],
-        eval_log=evaluator.log if evaluator is not None else [],
-        model_log=evaluator.model_log if evaluator is not None else [],
+        eval_log=grid,
+        model_log=copies,
         random_init_loss=list(result.random_init_loss),
     )
 

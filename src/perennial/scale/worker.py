@@ -115,31 +115,7 @@ def execute(cfg: RunConfig, run_id: str, checkpoint_dir: str | Path, *, threads:
     checkpointer = api.RunCheckpointer(ckdir, cfg.checkpoint.every, api._identity(cfg, run_id))
     result = api._fit(cfg, model, stream, strategy, cbs, None, checkpointer=checkpointer, resume=payload)
     log: list[EvalRecord] = read_eval_file(root / EVAL_FILE) if evaluator is not None else []
-    metrics = api.run_metrics(cfg, result, stream.kind, evaluator, [r for r in log if not r.model])
-    now = time.time()
-    rec = RunRecord(
-        run_id=run_id,
-        status="finished",
-        benchmark=cfg.benchmark.name,
-        scenario=stream.scenario,
-        strategy=cfg.strategy.name,
-        seed=cfg.seed,
-        n_experiences=len(stream),
-        created=now,
-        updated=now,
-        config=cfg.to_dict(),
-        versions=api.versions(),
-        metrics=metrics,
-        seconds=result.seconds,
-        error=None,
-        accuracy_matrix=result.accuracy_matrix,
-        loss_matrix=[list(r) for r in result.loss_matrix],
-        random_init_acc=result.random_init_acc,
-        random_init_loss=list(result.random_init_loss),
-        experience_names=[e.name for e in stream],
-        eval_log=[r for r in log if not r.model],
-        model_log=[r for r in log if r.model],
-    )
+    rec = api._record_from_result(cfg, run_id, stream, cfg.to_dict(), api.versions(), result, evaluator, log)
     lm = api.model_payload(cfg, stream, model) if stream.kind == "lm" else None
     (root / EVAL_FILE).unlink(missing_ok=True)
     (root / WORKER_FILE).unlink(missing_ok=True)
