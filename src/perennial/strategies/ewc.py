@@ -166,11 +166,6 @@ def _accumulate_vmap(
 
 #: consolidated experiences after which a summed-Fisher EWC penalty warns that it stiffens
 STIFF_AFTER = 10
-#: ``ewc_lambda * mean(F)`` above which the penalty is warned about as freezing the model.
-#: Measured with the default 5e6 (sum of the first two experiences' Fishers, docs/strategies.md):
-#: 35 (split-digits, 30 epochs) and 91 (split-mnist, 20 epochs), where new experiences are
-#: learnt; 1.1e3 and 1.4e3 after 1 epoch, where the second experience stays at 0%.
-STIFF_MEAN = 300.0
 
 
 def merge_quadratic(
@@ -214,9 +209,7 @@ class EWC(Strategy):
     ``scale="mean"`` divides the penalty by the number of experiences consolidated, so that
     its total strength stays that of one experience's Fisher. The default (``"sum"``) is the
     published penalty, whose stiffness grows with every experience; a separate-mode run warns
-    when it has consolidated ``STIFF_AFTER`` experiences, and any run warns when
-    ``ewc_lambda * mean(F_k)`` exceeds ``STIFF_MEAN`` (a Fisher that large freezes the model). On 100 permuted-MNIST experiences of
-    8 steps at ``ewc_lambda=5e6`` new experiences stay near chance, with either scale: short
+    when it has consolidated ``STIFF_AFTER`` experiences. On 100 permuted-MNIST experiences of 8 steps at ``ewc_lambda=5e6`` new experiences stay near chance, with either scale: short
     training leaves large per-sample gradients, hence a large Fisher (BENCHMARKS.md).
 
     Default ``ewc_lambda=5e6``: the best of the grid {5e3, 5e4, 5e5, 5e6} on split-mnist
@@ -252,7 +245,6 @@ class EWC(Strategy):
         self.state["penalties"] = []
         self.state["const"] = 0.0
         self.state["count"] = 0
-        self.state["stiffness"] = 0.0  # ewc_lambda * mean Fisher of the latest experience
 
     def after_experience(self, ctx: Context) -> None:
         assert ctx.experience is not None
@@ -264,7 +256,6 @@ class EWC(Strategy):
             seed=ctx.seed_for(self.name, ctx.exp_index),
         )
         anchor = {k: p.detach().clone() for k, p in ctx.model.named_parameters() if k in fisher}
-        self._check_stiffness(fisher)
         penalties = self.state["penalties"]
         self.state["count"] = int(self.state["count"]) + 1
         if penalties and self.mode == "online":
@@ -283,25 +274,6 @@ class EWC(Strategy):
                 "model (new experiences at chance; the default was tuned on 5 experiences of 20 epochs). Lower "
                 "strategy.ewc_lambda and set strategy.scale=mean (the penalty averaged over experiences)",
                 stacklevel=2,
-            )
-
-    def _check_stiffness(self, fisher: dict[str, Tensor]) -> None:
-        """Warn once when ``ewc_lambda * mean(F_k)`` of the latest experience's Fisher crosses
-        ``STIFF_MEAN`` (scale-aware: the Fisher's size depends on how well the model fits its
-        data, i.e. on the training length; the growth of the sum is ``STIFF_AFTER``'s warning)."""
-        n = sum(f.numel() for f in fisher.values())
-        mean_f = float(sum(float(f.double().sum()) for f in fisher.values())) / max(n, 1)
-        before, now = float(self.state.get("stiffness", 0.0)), self.ewc_lambda * mean_f
-        self.state["stiffness"] = now
-        if before <= STIFF_MEAN < now:
-            import warnings
-
-            warnings.warn(
-                f"{self.name}: the penalty is stiff enough to freeze the model (ewc_lambda x mean Fisher = "
-                f"{now:.3g}; new experiences are learnt below about {STIFF_MEAN:g}, and ewc_lambda=5e6 gives "
-                "35-90 after 20-30 epochs per experience). Short training leaves large gradients, hence a large "
-                f"Fisher; lower strategy.ewc_lambda to about {self.ewc_lambda * 100 / now:.3g}",
-                stacklevel=3,
             )
 
     def loss(self, ctx: Context, batch: object, logits: Tensor, loss: Tensor) -> Tensor:
