@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor, nn
+from torch import nn
 
 from perennial.models import Classifier, make_head
+from perennial.models.resnet import BasicBlock  # the one residual block (also the CIFAR ResNets)
 
 
 class CNNBNParams(BaseModel):
@@ -52,24 +53,6 @@ def cnn_bn(
         c_in = c
     layers += [nn.Flatten(), nn.Linear(c_in * h * w, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
     return Classifier(nn.Sequential(*layers), make_head(hidden, n_classes, task_classes), hidden)
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.bn1(self.conv1(x)).relu()
-        return (self.bn2(self.conv2(out)) + self.shortcut(x)).relu()
 
 
 def resnet(
