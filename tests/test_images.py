@@ -244,6 +244,11 @@ def test_config_sets_image_folder_options(folder, tmp_path, monkeypatch):
     assert stream.meta["on_disk"] and json.loads((Path(stream.meta["cache"]) / "meta.json").read_text())["files"] == 48
     with pytest.raises(DataError, match="storage must be one of"):
         build_benchmark("image-folder", path=str(folder), storage="ram")
+    for name in ("split-cifar10", "imagenet-r"):  # the named protocols check the same options, before any data
+        with pytest.raises(DataError, match="storage must be one of"):
+            build_benchmark(name, path=str(folder), storage="ram")
+        with pytest.raises(DataError, match="test_fraction must be in"):
+            build_benchmark(name, path=str(folder), test_fraction=1.5)
 
 
 def test_fingerprint_of_disk_split_does_not_read_it(folder, tmp_path, monkeypatch):

@@ -341,6 +341,17 @@ def stream_from_splits(
     )
 
 
+def image_options(storage: str | None, test_fraction: float | None) -> tuple[str, float]:
+    """``benchmark.storage`` and ``benchmark.test_fraction`` of every image benchmark, checked
+    (before anything is decoded) and with their defaults filled in."""
+    storage = storage or "auto"
+    if storage not in STORAGES:
+        raise DataError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got {storage!r}")
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        raise DataError(f"benchmark.test_fraction must be in (0, 1), got {test_fraction}")
+    return storage, 0.2 if test_fraction is None else test_fraction
+
+
 def image_folder(
     scenario: Scenario | None = None,
     path: str | None = None,
@@ -358,11 +369,7 @@ def image_folder(
     """The ``image-folder`` benchmark: class-incremental (or task/domain) splits of a folder of images."""
     if not path:
         raise DataError("benchmark image-folder needs benchmark.path: a folder with one sub-folder of images per class")
-    storage = storage or "auto"
-    if storage not in STORAGES:
-        raise DataError(f"benchmark.storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
-        raise DataError(f"benchmark.test_fraction must be in (0, 1), got {test_fraction}")
+    storage, test_fraction = image_options(storage, test_fraction)
     cache = load_image_folder(path, image_size=image_size, cache=cache_dir)
     return stream_from_cache(
         cache,
@@ -372,7 +379,7 @@ def image_folder(
         n_experiences=n_experiences,
         first_classes=first_classes,
         class_order=class_order,
-        test_fraction=0.2 if test_fraction is None else test_fraction,
+        test_fraction=test_fraction,
         storage=storage,
         name=name,
     )

@@ -32,7 +32,7 @@ import numpy as np
 from perennial.errors import DataError
 from perennial.streams.core import Scenario, Stream
 from perennial.streams.datasets import cache_dir as default_cache_dir
-from perennial.streams.images import ImageCache, load_image_folder, open_cache, stream_from_cache
+from perennial.streams.images import ImageCache, image_options, load_image_folder, open_cache, stream_from_cache
 
 
 #: iCaRL / PyCIL class order of CIFAR-100: numpy's legacy RNG seeded 1993
@@ -145,6 +145,7 @@ def _protocol(
         storage: str | None = None,
         cache_dir: str | None = None,
     ) -> Stream:
+        storage, test_fraction = image_options(storage, test_fraction)  # checked before any decoding
         p = data_path(name, path)
         if name.startswith("split-cifar") and ((p / "batches.meta").is_file() or (p / "meta").is_file()):
             cache = cifar_cache(p, cache_dir)
@@ -162,8 +163,8 @@ def _protocol(
             n_experiences=n_experiences,
             first_classes=first_classes,
             class_order=class_order,
-            test_fraction=0.2 if test_fraction is None else test_fraction,
-            storage=storage or "auto",
+            test_fraction=test_fraction,
+            storage=storage,
             name=name,
         )
 
