@@ -292,6 +292,23 @@ def run(
         result = _fit(cfg, model, stream, strategy, cbs, progress)
         return _record_from_result(cfg, run_id, stream, config, vers, result, evaluator)
     store.delete_model(run_id)  # an overwritten run must not keep the old run's model
+    create_run(store, cfg, run_id, stream, config, vers, overwrite=overwrite)
+    ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
+    ckdir.clear()  # an overwritten run must not resume from the old run's files
+    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks, dist=dist)
+
+
+def create_run(
+    store: RunStore,
+    cfg: RunConfig,
+    run_id: str,
+    stream: Stream,
+    config: dict[str, Any],
+    vers: dict[str, str],
+    *,
+    overwrite: bool = False,
+) -> None:
+    """A run's row and its experiences in the store, before any result (a new or a failed run)."""
     store.create_run(
         run_id,
         benchmark=cfg.benchmark.name,
@@ -304,9 +321,6 @@ def run(
         overwrite=overwrite,
     )
     store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
-    ckdir = store.checkpoints(run_id, keep=cfg.checkpoint.keep)
-    ckdir.clear()  # an overwritten run must not resume from the old run's files
-    return _fit_in_store(cfg, store, run_id, stream, strategy, model, ckdir, None, progress, callbacks, dist=dist)
 
 
 def resume(

@@ -162,17 +162,7 @@ def record_failure(store: RunStore, cfg: RunConfig, run_id: str, checkpoint_dir:
     cfg = resolved(cfg)
     stream = api.build_stream(cfg)
     if not store.exists(run_id):
-        store.create_run(
-            run_id,
-            benchmark=cfg.benchmark.name,
-            scenario=stream.scenario,
-            strategy=cfg.strategy.name,
-            seed=cfg.seed,
-            n_experiences=len(stream),
-            config=cfg.to_dict(),
-            versions=api.versions(),
-        )
-        store.record_experiences(run_id, [e.name for e in stream], [list(e.classes) for e in stream])
+        api.create_run(store, cfg, run_id, stream, cfg.to_dict(), api.versions())
     ckdir = CheckpointDir(checkpoint_dir, keep=cfg.checkpoint.keep)
     if ckdir.list():
         try:
