@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from perennial import __version__
-from perennial.report.html import CSS, _Images
+from perennial.report.html import _Images, write_page
 from perennial.report.plots import _short, new_figure, style
 from perennial.store import RunRecord
 
@@ -173,12 +173,4 @@ def build_adapt_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title:
         )
         + "</table><p class='note'>See docs/test-time-adaptation.md.</p>"
     )
-    doc = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
-    )
-    path = out / "report.html"
-    path.write_text(doc, encoding="utf-8")
-    return path
+    return write_page(out, title, parts)

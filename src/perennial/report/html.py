@@ -260,6 +260,11 @@ def build_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str |
         "accuracy right before a switch minus the minimum after it (De Lange et al. 2023). See "
         "docs/continual-evaluation.md and docs/metrics.md.</p>"
     )
+    return write_page(out, title, parts)
+
+
+def write_page(out: Path, title: str, parts: Sequence[str]) -> Path:
+    """``out/report.html``: one self-contained page (inline CSS and images) of ``parts``."""
     doc = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
