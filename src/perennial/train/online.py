@@ -82,7 +82,10 @@ class OnlineFeed:
     def __init__(self, delay: int, device: torch.device):
         self.delay = delay
         self.device = device
-        self.log = torch.zeros(256, len(LOG_COLUMNS), dtype=torch.float64, device=device)
+        # columns computed on the device (correct, nll) stay there (no host sync per batch);
+        # the ones the host knows (experience, samples) are plain numbers
+        self.scores = torch.zeros(256, 2, dtype=torch.float64, device=device)
+        self.known: list[tuple[float, float]] = []
         self.seen = 0  # incoming batches so far
         self.queue: list[Batch] = []  # arrived inputs whose labels are not known yet
         self.current: Batch | None = None  # the batch trained on (again, with iters_per_batch > 1)
@@ -99,17 +102,11 @@ class OnlineFeed:
         finally:
             model.train(was_training)
         logits = logits.float()
-        row = torch.stack(
-            [
-                torch.full((), float(ctx.exp_index), dtype=torch.float64, device=logits.device),
-                (logits.argmax(-1) == batch.y).sum().double(),
-                torch.full((), float(batch.y.numel()), dtype=torch.float64, device=logits.device),
-                F.cross_entropy(logits.flatten(0, -2), batch.y.flatten(), reduction="sum").double(),
-            ]
-        )
-        if self.seen == len(self.log):
-            self.log = torch.cat([self.log, torch.zeros_like(self.log)])
-        self.log[self.seen] = row  # no host sync: the log is read at the end (or at a checkpoint)
+        nll = F.cross_entropy(logits.flatten(0, -2), batch.y.flatten(), reduction="sum")
+        if self.seen == len(self.scores):
+            self.scores = torch.cat([self.scores, torch.zeros_like(self.scores)])
+        torch.stack(((logits.argmax(-1) == batch.y).sum().double(), nll.double()), out=self.scores[self.seen])
+        self.known.append((float(ctx.exp_index), float(batch.y.numel())))
         self.seen += 1
 
     def arrive(self, ctx: Context, strategy: Strategy, batch: Batch) -> Batch | None:
@@ -122,14 +119,20 @@ class OnlineFeed:
 
     def rows(self) -> list[list[float]]:
         """The per-batch log as plain numbers (columns :data:`LOG_COLUMNS`)."""
-        return self.log[: self.seen].cpu().tolist()
+        return [[e, c, n, nll] for (e, n), (c, nll) in zip(self.known, self.scores[: self.seen].cpu().tolist(), strict=True)]
+
+    def _log(self) -> torch.Tensor:
+        """The log as one (batches, 4) float64 tensor in :data:`LOG_COLUMNS` order, on the CPU."""
+        known = torch.tensor(self.known, dtype=torch.float64).reshape(-1, 2)
+        s = self.scores[: self.seen].cpu()
+        return torch.stack([known[:, 0], s[:, 0], known[:, 1], s[:, 1]], dim=1)
 
     def state_dict(self) -> dict[str, Any]:
         def plain(b: Batch | None) -> list[torch.Tensor] | None:
             return None if b is None else [b.x.cpu().clone(), b.y.cpu().clone(), b.t.cpu().clone()]
 
         return {
-            "log": self.log[: self.seen].cpu().clone(),
+            "log": self._log(),
             "seen": self.seen,
             "queue": [plain(b) for b in self.queue],
             "current": plain(self.current),
@@ -143,7 +146,9 @@ class OnlineFeed:
             return Batch(x, y, t, n_new=len(y))
 
         self.seen = int(state["seen"])
-        self.log = torch.zeros(max(256, 2 * self.seen), len(LOG_COLUMNS), dtype=torch.float64, device=self.device)
-        self.log[: self.seen] = state["log"].to(self.device)
+        log = state["log"].to(torch.float64)
+        self.scores = torch.zeros(max(256, 2 * self.seen), 2, dtype=torch.float64, device=self.device)
+        self.scores[: self.seen] = log[:, [1, 3]].to(self.device)
+        self.known = [(float(e), float(n)) for e, n in log[:, [0, 2]].tolist()]
         self.queue = [b for b in (batch(v) for v in state["queue"]) if b is not None]
         self.current = batch(state["current"])
