@@ -119,7 +119,9 @@ class OnlineFeed:
 
     def rows(self) -> list[list[float]]:
         """The per-batch log as plain numbers (columns :data:`LOG_COLUMNS`)."""
-        return [[e, c, n, nll] for (e, n), (c, nll) in zip(self.known, self.scores[: self.seen].cpu().tolist(), strict=True)]
+        return [
+            [e, c, n, nll] for (e, n), (c, nll) in zip(self.known, self.scores[: self.seen].cpu().tolist(), strict=True)
+        ]
 
     def _log(self) -> torch.Tensor:
         """The log as one (batches, 4) float64 tensor in :data:`LOG_COLUMNS` order, on the CPU."""
