@@ -61,7 +61,8 @@ class ContinualEvalSettings(BaseModel):
     after_experience: AfterExperience = Field(
         default="seen+next",
         description="test splits measured after each experience: seen+next (every metric defined), seen "
-        "(no forward transfer) or all (the full matrix; cost grows with the stream's length)",
+        "(no forward transfer), all (the full matrix; cost grows with the stream's length) or current+next "
+        "(constant cost per experience, every experience after the last; no forgetting/avg_inc_acc)",
     )
     after_experience_samples: int | None = Field(
         default=None,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from perennial.strategies.base import Context, Strategy
 from perennial.streams.core import Split
 
-AfterExperience = Literal["all", "seen", "seen+next"]
+AfterExperience = Literal["all", "seen", "seen+next", "current+next"]
 
 
 @torch.inference_mode()
@@ -63,6 +63,12 @@ class EvalPolicy:
     - ``"seen"``: experiences ``0..i``; forward transfer is undefined (``nan``).
     - ``"all"``: every experience, seen or not (the full ``T x T`` matrix); the cost of one
       row grows with the length of the stream, not with what was learned.
+    - ``"current+next"``: only experiences ``i`` and ``i+1`` after experience ``i``, and every
+      experience after the last one: the cost of a row is constant however long the stream.
+      Final accuracy, backward and forward transfer and learning accuracy stay defined;
+      forgetting (max over earlier rows) and average incremental accuracy need the rows in
+      between and are ``nan``. For very long streams (hundreds of experiences), where the
+      other policies' evaluation grows with the number of experiences seen.
 
     Unmeasured cells of the accuracy and loss matrices are ``None`` (see docs/metrics.md).
     ``max_samples`` caps the test samples per experience: a fixed subset drawn with a
@@ -75,8 +81,10 @@ class EvalPolicy:
     max_samples: int | None = None
 
     def __post_init__(self) -> None:
-        if self.after_experience not in ("all", "seen", "seen+next"):
-            raise ValueError(f"after_experience must be all, seen or seen+next, got {self.after_experience!r}")
+        if self.after_experience not in ("all", "seen", "seen+next", "current+next"):
+            raise ValueError(
+                f"after_experience must be all, seen, seen+next or current+next, got {self.after_experience!r}"
+            )
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples must be >= 1 or None, got {self.max_samples}")
 
@@ -84,6 +92,8 @@ class EvalPolicy:
         """Experiences measured after training on experience ``row`` (``row=-1``: the initial model)."""
         if row < 0 or self.after_experience == "all":
             return range(n)
+        if self.after_experience == "current+next":
+            return range(n) if row >= n - 1 else range(row, min(row + 2, n))
         return range(min(row + (2 if self.after_experience == "seen+next" else 1), n))
 
 
